@@ -1,0 +1,241 @@
+"""The local stack: MariaDB, the Kafka-protocol broker, an optional S3 endpoint, the landing and lake stores.
+
+`up` is idempotent (a running service is reported, not restarted), `down` stops by recorded PID, and the
+state file `$DW_HOME/stack.json` (mode 0600) is what `load_settings` reads to connect every stage.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+from ..settings import DEFAULT_KAFKA_PORT, DEFAULT_MARIADB_PORT, STATE_FILE
+from .broker import TansuBroker, kafka_answers
+from .mariadb import MariaDBInstance
+from .process import ServiceError, find_free_port, pid_alive
+from .s3 import LOCAL_KEY, MotoServer, ensure_bucket
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BROKER_BUCKET = "tansu"
+
+
+@dataclass
+class StackConfig:
+    home: Path
+    mariadb_port: int = DEFAULT_MARIADB_PORT
+    kafka_port: int = DEFAULT_KAFKA_PORT
+    s3_port: int | None = None  # chosen freely when an s3:// store needs the local endpoint
+    landing_url: str | None = None  # default: <home>/landing
+    lake_url: str | None = None  # default: <home>/lake
+    broker_storage: str = "memory"  # memory | s3 (durable, on the local S3 endpoint)
+    admin_user: str = "dw_admin"
+    cdc_user: str = "dw_cdc"
+
+    @classmethod
+    def from_env(cls, home: Path, env: dict[str, str] | None = None, **overrides: Any) -> "StackConfig":
+        env = dict(os.environ if env is None else env)
+        cfg = cls(
+            home=home,
+            mariadb_port=int(env.get("DW_MARIADB_PORT", DEFAULT_MARIADB_PORT)),
+            kafka_port=int(env.get("DW_KAFKA_PORT", DEFAULT_KAFKA_PORT)),
+            landing_url=env.get("DW_LANDING_URL") or None,
+            lake_url=env.get("DW_LAKE_URL") or None,
+            broker_storage=env.get("DW_BROKER_STORAGE", "memory"),
+        )
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(cfg, k, v)
+        return cfg
+
+
+@dataclass
+class Stack:
+    config: StackConfig
+    progress: Callable[[str], None] = field(default=lambda msg: None)
+
+    # ---- state ------------------------------------------------------------------------------------------
+    @property
+    def home(self) -> Path:
+        return self.config.home
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / STATE_FILE
+
+    def read_state(self) -> dict[str, Any]:
+        if not self.state_file.exists():
+            return {}
+        return json.loads(self.state_file.read_text())
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        # The state file holds passwords: create it private, then swap it in atomically.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(tmp, self.state_file)
+
+    # ---- services ---------------------------------------------------------------------------------------
+    def _mariadb(self, state: dict[str, Any]) -> MariaDBInstance:
+        port = state.get("mariadb", {}).get("port", self.config.mariadb_port)
+        return MariaDBInstance(self.home / "mariadb", port)
+
+    def _broker(self, state: dict[str, Any]) -> TansuBroker:
+        k = state.get("kafka", {})
+        port = k.get("port", self.config.kafka_port)
+        storage = k.get("storage", self.config.broker_storage)
+        s3 = state.get("s3", {})
+        if storage == "s3":
+            env = {
+                "AWS_ENDPOINT": s3["endpoint_url"], "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": s3["region"],
+                "AWS_ACCESS_KEY_ID": s3["access_key_id"], "AWS_SECRET_ACCESS_KEY": s3["secret_access_key"],
+            }
+            return TansuBroker(self.home / "kafka", port, f"s3://{BROKER_BUCKET}/", env)
+        return TansuBroker(self.home / "kafka", port)
+
+    def _moto(self, state: dict[str, Any]) -> MotoServer:
+        port = state.get("s3", {}).get("port") or self.config.s3_port or find_free_port()
+        return MotoServer(self.home / "s3", port)
+
+    def _needs_s3(self, landing: str, lake: str, storage: str) -> bool:
+        return landing.startswith("s3://") or lake.startswith("s3://") or storage == "s3"
+
+    def up(self) -> dict[str, Any]:
+        """Start what is not running; returns the status. Services this call started are stopped on failure."""
+        state = self.read_state()
+        started: list[tuple[str, int]] = []
+        try:
+            state = self._up(state, started)
+        except BaseException:
+            for name, pid in reversed(started):
+                self._stop_one(name, pid, state)
+            raise
+        return self.status()
+
+    def _up(self, state: dict[str, Any], started: list[tuple[str, int]]) -> dict[str, Any]:
+        home = self.home
+        home.mkdir(parents=True, exist_ok=True)
+        landing = state.get("landing", {}).get("url") or self.config.landing_url or str(home / "landing")
+        lake = state.get("lake", {}).get("url") or self.config.lake_url or str(home / "lake")
+        storage = state.get("kafka", {}).get("storage") or self.config.broker_storage
+        if storage not in ("memory", "s3"):
+            raise ServiceError(f"DW_BROKER_STORAGE must be 'memory' or 's3', not {storage!r}")
+        state.setdefault("landing", {})["url"] = landing
+        state.setdefault("lake", {})["url"] = lake
+        state.setdefault("reports", {})["dir"] = state.get("reports", {}).get("dir") or str(home / "reports")
+        dagster_home = Path(state.get("dagster", {}).get("home") or home / "dagster")
+        state.setdefault("dagster", {})["home"] = str(dagster_home)
+        self._prepare_dagster_home(dagster_home)
+        for url in (landing, lake):
+            if not url.startswith("s3://"):
+                Path(url).mkdir(parents=True, exist_ok=True)
+
+        # S3 endpoint first: the broker and the stores may live on it.
+        if self._needs_s3(landing, lake, storage):
+            moto = self._moto(state)
+            s3 = state.setdefault("s3", {})
+            if not moto.alive(s3.get("pid")):
+                self.progress(f"starting S3 endpoint (moto) on {moto.endpoint_url}")
+                pid = moto.start()
+                started.append(("s3", pid))
+                s3.update(pid=pid, port=moto.port, endpoint_url=moto.endpoint_url, region="us-east-1",
+                          access_key_id=LOCAL_KEY, secret_access_key=LOCAL_KEY, allow_http=True, log=str(moto.log))
+                self.write_state(state)
+            kw = {"endpoint_url": s3["endpoint_url"], "region_name": s3["region"],
+                  "aws_access_key_id": s3["access_key_id"], "aws_secret_access_key": s3["secret_access_key"]}
+            buckets = {urlparse(u).netloc for u in (landing, lake) if u.startswith("s3://")}
+            if storage == "s3":
+                buckets.add(BROKER_BUCKET)
+            for b in sorted(buckets):
+                ensure_bucket(b, **kw)
+
+        db = self._mariadb(state)
+        m = state.setdefault("mariadb", {})
+        if db.alive(m.get("pid")):
+            self.progress(f"MariaDB already running on 127.0.0.1:{db.port}")
+        else:
+            self.progress(f"starting MariaDB on 127.0.0.1:{db.port} (datadir {db.datadir})")
+            pid = db.start()
+            started.append(("mariadb", pid))
+            admin_pw, cdc_pw = db.bootstrap_users(
+                self.config.admin_user, self.config.cdc_user, m.get("admin_password"), m.get("cdc_password"))
+            m.update(host="127.0.0.1", port=db.port, pid=pid, admin_user=self.config.admin_user,
+                     admin_password=admin_pw, cdc_user=self.config.cdc_user, cdc_password=cdc_pw,
+                     datadir=str(db.datadir), socket=str(db.socket), log=str(db.log))
+            self.write_state(state)
+
+        broker = self._broker(state)
+        k = state.setdefault("kafka", {})
+        if broker.alive(k.get("pid")):
+            self.progress(f"Kafka broker already running on {broker.bootstrap}")
+        else:
+            self.progress(f"starting Kafka broker (Tansu, {storage} storage) on {broker.bootstrap}")
+            pid = broker.start()
+            started.append(("kafka", pid))
+            k.update(pid=pid, port=broker.port, bootstrap=broker.bootstrap, storage=storage, log=str(broker.log))
+            self.write_state(state)
+        return state
+
+    def _prepare_dagster_home(self, dagster_home: Path) -> None:
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        src = REPO_ROOT / "dagster.yaml"
+        if src.exists() and not (dagster_home / "dagster.yaml").exists():
+            shutil.copyfile(src, dagster_home / "dagster.yaml")
+
+    def _stop_one(self, name: str, pid: int | None, state: dict[str, Any]) -> bool:
+        if name == "mariadb":
+            return self._mariadb(state).stop(pid)
+        if name == "kafka":
+            return self._broker(state).stop(pid)
+        if name == "s3":
+            return self._moto(state).stop(pid)
+        return False
+
+    def down(self) -> list[str]:
+        """Stop every service `up` started (broker before its storage); returns the names stopped."""
+        state = self.read_state()
+        stopped = []
+        for name in ("kafka", "mariadb", "s3"):
+            pid = state.get(name, {}).get("pid")
+            if pid and self._stop_one(name, pid, state):
+                stopped.append(name)
+            if name in state:
+                state[name]["pid"] = None
+        if state:
+            self.write_state(state)
+        return stopped
+
+    def status(self) -> dict[str, Any]:
+        state = self.read_state()
+        m, k, s3 = state.get("mariadb", {}), state.get("kafka", {}), state.get("s3", {})
+        db = self._mariadb(state)
+        out: dict[str, Any] = {
+            "home": str(self.home),
+            "mariadb": {
+                "state": "running" if db.alive(m.get("pid")) else "stopped",
+                "host": m.get("host", "127.0.0.1"), "port": m.get("port", self.config.mariadb_port),
+                "admin_user": m.get("admin_user"), "admin_password": m.get("admin_password"),
+                "cdc_user": m.get("cdc_user"), "cdc_password": m.get("cdc_password"),
+                "pid": m.get("pid"), "datadir": m.get("datadir"), "log": m.get("log"),
+            },
+            "kafka": {
+                "state": "running" if pid_alive(k.get("pid")) and kafka_answers(k.get("bootstrap", ""), 1.0) else "stopped",
+                "bootstrap": k.get("bootstrap", f"127.0.0.1:{self.config.kafka_port}"),
+                "storage": k.get("storage", self.config.broker_storage), "pid": k.get("pid"), "log": k.get("log"),
+            },
+            "landing": state.get("landing", {}),
+            "lake": state.get("lake", {}),
+            "reports": state.get("reports", {}),
+            "dagster": state.get("dagster", {}),
+        }
+        if s3:
+            out["s3"] = {
+                "state": "running" if self._moto(state).alive(s3.get("pid")) else "stopped",
+                **{key: s3.get(key) for key in ("endpoint_url", "region", "pid", "log")},
+            }
+        return out
