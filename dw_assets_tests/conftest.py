@@ -4,7 +4,6 @@ Tests never touch a running `dw stack` (its ports are not used) and every server
 """
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -16,8 +15,6 @@ from dw_assets.settings import S3Settings, Settings, load_settings
 from dw_assets.stack import Stack, StackConfig, find_free_port
 from dw_assets.stack.s3 import LOCAL_KEY, MotoServer, ensure_bucket
 
-# Keep Dagster from writing into a user's instance during tests.
-os.environ.setdefault("DAGSTER_HOME", "")
 
 
 @pytest.fixture(scope="session")
