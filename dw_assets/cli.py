@@ -10,6 +10,7 @@ import logging
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from .identifiers import InvalidIdentifier
 from .settings import SettingsError, load_settings
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args, settings)
         return int(rc or 0)
     except (CommandError, InvalidIdentifier, SettingsError) as e:
-        err_console.print(f"[bold red]error:[/] {e}")
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
         return getattr(e, "code", 2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -108,6 +108,7 @@ class Settings:
     reports_dir: str = ""
     dagster_home: str = ""
     control_db: str = "dw_control"
+    model_path: str | None = None  # None = the shipped standard model
 
     # ---- derived locations -------------------------------------------------------------------------------
     @property
@@ -221,4 +222,5 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         reports_dir=reports,
         dagster_home=dagster_home,
         control_db=env.get("DW_CONTROL_DB", "dw_control"),
+        model_path=env.get("DW_MODEL_PATH") or None,
     )

@@ -1,0 +1,239 @@
+"""The model file: loading, validation errors that name file/table/column, meta rows, types and DDL text."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from dw_assets.model import ModelError, load_model, parse_type
+from dw_assets.model.ddl import create_table_sql
+from dw_assets.model.model import GENERATE_KINDS, SHIPPED_MODEL_PATH
+from dw_assets.model.types import TypeParseError, arrow_type
+
+GOOD = {
+    "version": "t1",
+    "tables": [
+        {"name": "parents", "columns": [
+            {"name": "id", "type": "BIGINT", "primary_key": True},
+            {"name": "label", "type": "VARCHAR(20)", "nullable": False},
+        ]},
+        {"name": "kids", "columns": [
+            {"name": "id", "type": "INT", "primary_key": True},
+            {"name": "parent_id", "type": "BIGINT", "nullable": False, "references": "parents.id"},
+        ]},
+    ],
+}
+
+
+def write(tmp_path: Path, doc: dict | str) -> Path:
+    p = tmp_path / "model.yaml"
+    p.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+def mutated(fn) -> dict:
+    import copy
+
+    doc = copy.deepcopy(GOOD)
+    fn(doc)
+    return doc
+
+
+def test_shipped_model_loads_in_dependency_order():
+    m = load_model()
+    assert m.version
+    assert len(m.tables) >= 6
+    seen: set[str] = set()
+    for t in m.tables:
+        assert t.primary_key
+        for c in t.reference_columns:
+            assert c.references.table in seen, f"{t.name} before its parent {c.references.table}"
+        seen.add(t.name)
+
+
+def test_shipped_model_covers_the_required_types():
+    bases = {c.type.base for t in load_model() for c in t.columns}
+    assert {"bigint", "int", "decimal", "datetime", "timestamp", "date", "varchar", "enum", "json",
+            "tinyint"} <= bases
+    assert bases & {"text", "blob", "mediumblob", "mediumtext", "longtext"}
+    cols = [c for t in load_model() for c in t.columns]
+    assert any(c.references and c.nullable for c in cols), "a nullable foreign key"
+    assert any(c.type.is_boolean for c in cols)
+
+
+def test_no_model_name_in_python_code():
+    """The model is data: no table name of the shipped model may appear in the package's Python code."""
+    names = set(load_model().table_names)
+    pkg = Path(__file__).resolve().parents[1] / "dw_assets"
+    for py in pkg.rglob("*.py"):
+        text = py.read_text()
+        for n in names:
+            assert f'"{n}"' not in text and f"'{n}'" not in text, f"{py} names table {n}"
+
+
+def test_meta_rows_shape():
+    m = load_model()
+    rows = m.meta_rows()
+    assert len(rows) == sum(len(t.columns) for t in m.tables)
+    assert set(rows[0]) == {"TABLE_NAME", "COLUMN_NAME", "DATA_TYPE", "IS_NULLABLE", "CONFIG_OPTION_1",
+                            "CONFIG_OPTION_2", "ORDINAL_POSITION", "IS_PRIMARY_KEY"}
+    for r in rows:
+        assert r["IS_NULLABLE"] in ("YES", "NO") and r["IS_PRIMARY_KEY"] in ("YES", "NO")
+        assert r["CONFIG_OPTION_1"] in ("delta.enableChangeDataFeed=true", "delta.enableChangeDataFeed=false")
+        assert r["CONFIG_OPTION_2"] in (None, "delta.columnMapping.mode=name")
+        t = m.table(r["TABLE_NAME"])
+        c = t.column(r["COLUMN_NAME"])
+        assert r["ORDINAL_POSITION"] == c.ordinal == t.columns.index(c) + 1
+        assert r["DATA_TYPE"] == c.data_type
+
+
+def test_good_custom_model(tmp_path):
+    m = load_model(write(tmp_path, GOOD))
+    assert m.table_names == ("parents", "kids")
+    assert m.table("kids").parent == "parents"
+    assert m.table("parents").options.delta_properties() == {"delta.enableChangeDataFeed": "true"}
+
+
+def test_dependency_order_ignores_file_order(tmp_path):
+    m = load_model(write(tmp_path, mutated(lambda d: d["tables"].reverse())))
+    assert m.table_names == ("parents", "kids")
+
+
+@pytest.mark.parametrize(
+    "mutate, table, column, fragment",
+    [
+        (lambda d: d["tables"][0]["columns"][1].update(type="VARCHARR(20)"), "parents", "label", "unknown"),
+        (lambda d: d["tables"][0]["columns"][1].update(type="DECIMAL(2,5)"), "parents", "label", "DECIMAL"),
+        (lambda d: d["tables"][0]["columns"][1].update(type="ENUM(a,b)"), "parents", "label", "quoted"),
+        (lambda d: d["tables"][0]["columns"].append({"name": "LABEL", "type": "INT"}), "parents", "LABEL",
+         "duplicate"),
+        (lambda d: d["tables"][0]["columns"][0].update(primary_key=False), "parents", None, "primary key"),
+        (lambda d: d["tables"][1]["columns"][1].update(references="nobody.id"), "kids", "parent_id",
+         "missing table"),
+        (lambda d: d["tables"][1]["columns"][1].update(references="parents.nope"), "kids", "parent_id",
+         "missing column"),
+        (lambda d: d["tables"][0].update(options={"change_data_feed": "yes"}), "parents", None, "true or false"),
+        (lambda d: d["tables"][0].update(options={"column_mapping": "id"}), "parents", None, "column_mapping"),
+        (lambda d: d["tables"][0]["columns"][1].update(name="bad-name"), "parents", "columns[1]", "invalid"),
+        (lambda d: d["tables"][0].update(name="1table"), "tables[0]", None, "invalid table name"),
+        (lambda d: d["tables"][0]["columns"][1].update(generate="nonsense"), "parents", "label", "generator"),
+        (lambda d: d["tables"][0]["columns"][1].update(nulable=True), "parents", "label", "unknown key"),
+        (lambda d: d["tables"][0]["columns"][0].update(nullable=True), "parents", "id", "nullable"),
+        (lambda d: d["tables"][0]["columns"][1].update(role="status"), "parents", "label", "role"),
+        (lambda d: d["tables"][0].update(workload={"delete_weight": 1}), "parents", None, "referenced by"),
+        (lambda d: d["tables"][0]["columns"].append({"name": "kid_id", "type": "INT", "references": "kids.id"}),
+         "kids", "parent_id", "cycle"),
+    ],
+)
+def test_invalid_models_name_file_table_column(tmp_path, mutate, table, column, fragment):
+    path = write(tmp_path, mutated(mutate))
+    with pytest.raises(ModelError) as exc:
+        load_model(path)
+    msg = str(exc.value)
+    assert str(path) in msg
+    assert f"table {table!r}" in msg
+    if column:
+        assert f"column {column!r}" in msg
+    assert fragment.lower() in msg.lower()
+
+
+def test_yaml_syntax_error_names_file(tmp_path):
+    path = write(tmp_path, "version: 1\ntables: [\n")
+    with pytest.raises(ModelError, match="not valid YAML") as exc:
+        load_model(path)
+    assert str(path) in str(exc.value)
+
+
+def test_unquoted_decimal_in_flow_mapping_is_caught(tmp_path):
+    """YAML splits `{type: DECIMAL(12,2)}` at the comma: the loader reports it instead of guessing."""
+    path = write(tmp_path, textwrap.dedent("""\
+        version: "1"
+        tables:
+          - name: t
+            columns:
+              - {name: id, type: INT, primary_key: true}
+              - {name: amount, type: DECIMAL(12,2)}
+        """))
+    with pytest.raises(ModelError, match="column 'amount'"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    "text, base, attrs",
+    [
+        ("DECIMAL(12,2)", "decimal", {"precision": 12, "scale": 2}),
+        ("numeric(5)", "decimal", {"precision": 5, "scale": 0}),
+        ("INT UNSIGNED", "int", {"unsigned": True}),
+        ("integer", "int", {}),
+        ("TINYINT(1)", "tinyint", {"length": 1}),
+        ("BOOLEAN", "tinyint", {"length": 1}),
+        ("DATETIME(6)", "datetime", {"fsp": 6}),
+        ("TIMESTAMP", "timestamp", {"fsp": None}),
+        ("varchar(255)", "varchar", {"length": 255}),
+        ("ENUM('a','it''s')", "enum", {"values": ("a", "it's")}),
+        ("JSON", "json", {}),
+        ("MEDIUMBLOB", "mediumblob", {}),
+    ],
+)
+def test_parse_type(text, base, attrs):
+    spec = parse_type(text)
+    assert spec.base == base
+    for k, v in attrs.items():
+        assert getattr(spec, k) == v
+    assert parse_type(spec.sql()) == spec  # canonical spelling round-trips
+
+
+@pytest.mark.parametrize("bad", ["", "VARCHAR", "DECIMAL(70,2)", "INT ZEROFILL", "ENUM()", "ENUM('a','a')",
+                                 "DATETIME(7)", "VARCHAR(10) UNSIGNED", "GEOMETRY", "FLOAT(7,2)", "INT(x)"])
+def test_parse_type_rejects(bad):
+    with pytest.raises(TypeParseError):
+        parse_type(bad)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("DECIMAL(12,2)", pa.decimal128(12, 2)),
+        ("DATETIME(6)", pa.timestamp("us")),
+        ("TIMESTAMP", pa.timestamp("us", tz="UTC")),
+        ("DATE", pa.date32()),
+        ("BIGINT", pa.int64()),
+        ("INT", pa.int32()),
+        ("INT UNSIGNED", pa.int64()),
+        ("BIGINT UNSIGNED", pa.decimal128(20, 0)),
+        ("TINYINT(1)", pa.bool_()),
+        ("TINYINT", pa.int8()),
+        ("VARCHAR(10)", pa.string()),
+        ("TEXT", pa.string()),
+        ("ENUM('a')", pa.string()),
+        ("JSON", pa.string()),
+        ("BLOB", pa.binary()),
+    ],
+)
+def test_arrow_type(text, expected):
+    assert arrow_type(parse_type(text)) == expected
+
+
+def test_every_shipped_column_has_an_arrow_type_and_known_generator():
+    for t in load_model():
+        for c in t.columns:
+            arrow_type(c.type)
+            assert c.generate is None or c.generate in GENERATE_KINDS
+
+
+def test_ddl_quotes_identifiers_and_indexes_references():
+    m = load_model()
+    for t in m.tables:
+        sql = create_table_sql(t, "some_db")
+        assert sql.startswith("CREATE TABLE `some_db`.`")
+        assert "utf8mb4" in sql and "InnoDB" in sql
+        assert "FOREIGN KEY" not in sql  # see ddl.py: references are indexed, not enforced
+        for c in t.reference_columns:
+            assert f"`{c.name}`" in sql
+
+
+def test_shipped_path_is_packaged():
+    assert SHIPPED_MODEL_PATH.exists()
