@@ -109,6 +109,8 @@ class Settings:
     dagster_home: str = ""
     control_db: str = "dw_control"
     model_path: str | None = None  # None = the shipped standard model
+    alert_webhook_url: str | None = None  # check alerts are POSTed here (JSON, or Slack's payload)
+    alert_payload_format: str = "json"  # json | slack
 
     # ---- derived locations -------------------------------------------------------------------------------
     @property
@@ -223,4 +225,6 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         dagster_home=dagster_home,
         control_db=env.get("DW_CONTROL_DB", "dw_control"),
         model_path=env.get("DW_MODEL_PATH") or None,
+        alert_webhook_url=env.get("DW_ALERT_WEBHOOK_URL") or None,
+        alert_payload_format=env.get("DW_ALERT_PAYLOAD_FORMAT", "json"),
     )

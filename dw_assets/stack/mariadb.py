@@ -56,7 +56,7 @@ class MariaDBInstance:
         return self.base / "mariadb.pid"
 
     def write_config(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
+        (self.base / "tmp").mkdir(parents=True, exist_ok=True)
         self.config.write_text(
             "\n".join(
                 [
@@ -68,6 +68,8 @@ class MariaDBInstance:
                     "bind-address=127.0.0.1",
                     f"pid-file={self.pid_file}",
                     f"log-error={self.log}",
+                    # Own temp dir: internal temporary tables must not live in a shared /tmp others clean.
+                    f"tmpdir={self.base / 'tmp'}",
                     "skip-name-resolve",
                     # CDC: every committed row change with full images and column names in the binlog.
                     f"server-id={self.server_id}",
