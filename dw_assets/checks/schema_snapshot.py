@@ -1,0 +1,192 @@
+"""A database's structure (tables, columns, keys, indexes) read from information_schema, or built from the model.
+
+Both sides of every schema comparison are a `SchemaSnapshot`, so the diff never cares where a schema came from.
+Live snapshots use the least-privilege `cdc` role: SELECT on information_schema is all they need.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pymysql
+
+from dw_assets import db
+from dw_assets.identifiers import quote_ident, quote_qualified
+from dw_assets.model import StandardModel, TypeParseError, TypeSpec, parse_type
+from dw_assets.model.ddl import TABLE_OPTIONS, column_definition
+from dw_assets.settings import Settings
+
+
+@dataclass(frozen=True)
+class ColumnSnapshot:
+    name: str
+    column_type: str  # as information_schema.COLUMNS.COLUMN_TYPE spells it, e.g. "decimal(12,2)", "int(11)"
+    nullable: bool
+    ordinal: int  # 1-based
+    default: str | None = None  # SQL expression as the server renders it ("'active'", "0", "current_timestamp(6)")
+    auto_increment: bool = False
+    definition: str = ""  # a column definition for DDL (`name` type [NOT] NULL [DEFAULT ...])
+
+    @property
+    def type(self) -> TypeSpec | None:
+        """The parsed type, or None for a type the model does not support (compared as text only)."""
+        try:
+            return parse_type(self.column_type)
+        except TypeParseError:
+            return None
+
+    @property
+    def has_null_default(self) -> bool:
+        """True when existing rows would hold NULL after `ADD COLUMN` (no default, or DEFAULT NULL)."""
+        return self.default is None or self.default.upper() == "NULL"
+
+
+@dataclass(frozen=True)
+class IndexSnapshot:
+    name: str
+    columns: tuple[str, ...]
+    unique: bool
+
+
+@dataclass(frozen=True)
+class TableSnapshot:
+    name: str
+    columns: tuple[ColumnSnapshot, ...]
+    primary_key: tuple[str, ...]
+    indexes: tuple[IndexSnapshot, ...] = ()
+
+    def column(self, name: str) -> ColumnSnapshot | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def create_sql(self, database: str) -> str:
+        """A CREATE TABLE statement that recreates this table's columns, key and indexes in `database`."""
+        lines = [c.definition for c in self.columns]
+        if self.primary_key:
+            lines.append("PRIMARY KEY (" + ", ".join(quote_ident(n) for n in self.primary_key) + ")")
+        for ix in self.indexes:
+            kind = "UNIQUE KEY" if ix.unique else "KEY"
+            lines.append(f"{kind} {quote_ident(ix.name)} (" + ", ".join(quote_ident(c) for c in ix.columns) + ")")
+        body = ",\n  ".join(lines)
+        return f"CREATE TABLE {quote_qualified(database, self.name)} (\n  {body}\n) {TABLE_OPTIONS}"
+
+
+@dataclass(frozen=True)
+class SchemaSnapshot:
+    source: str  # "model 1.0.0" or "mariadb:<database>", for messages
+    tables: tuple[TableSnapshot, ...]
+    taken_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def table(self, name: str) -> TableSnapshot | None:
+        return next((t for t in self.tables if t.name == name), None)
+
+    @property
+    def table_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tables)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- from the model ---------------------------------------------------------------------------------------
+
+
+def snapshot_from_model(model: StandardModel) -> SchemaSnapshot:
+    """The structure every client database should have, in the same shape as a live snapshot."""
+    tables = []
+    for t in model.tables:
+        cols = tuple(
+            ColumnSnapshot(name=c.name, column_type=c.type.column_type(), nullable=c.nullable, ordinal=c.ordinal,
+                           default=_model_default(c) if c.has_default else None, auto_increment=c.auto_increment,
+                           definition=column_definition(c))
+            for c in t.columns
+        )
+        indexes = [IndexSnapshot(f"ux_{c.name}"[:64], (c.name,), True) for c in t.columns if c.unique]
+        indexes += [IndexSnapshot(f"ix_{c.name}"[:64], (c.name,), False) for c in t.reference_columns
+                    if t.primary_key[0] != c.name and not c.unique]
+        tables.append(TableSnapshot(t.name, cols, tuple(t.primary_key), tuple(indexes)))
+    return SchemaSnapshot(source=f"model {model.version}", tables=tuple(tables))
+
+
+def _model_default(c: Any) -> str:
+    # Only "is it NULL" matters for classification; render the rest roughly as the server would.
+    v = c.default
+    if v is None or v == "NULL":
+        return "NULL"
+    return str(int(v)) if isinstance(v, bool) else str(v)
+
+
+# ---- from a live database ---------------------------------------------------------------------------------
+
+_COLUMNS_SQL = (
+    "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.ORDINAL_POSITION, c.COLUMN_DEFAULT, c.IS_NULLABLE, c.COLUMN_TYPE, "
+    "c.EXTRA FROM information_schema.COLUMNS c JOIN information_schema.TABLES t "
+    "ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
+    "WHERE c.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE' ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION"
+)
+_TABLES_SQL = ("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+               "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME")
+_INDEXES_SQL = ("SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS "
+                "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX")
+# MariaDB's JSON is LONGTEXT plus a json_valid() check; the model reports JSON as "longtext" too, so the check
+# constraint is not needed for comparison.
+
+
+class SnapshotError(RuntimeError):
+    """The database cannot be read (missing, or the role lacks privileges); the message names the database."""
+
+
+def snapshot_database(settings: Settings, database: str, conn: pymysql.Connection | None = None) -> SchemaSnapshot:
+    """Read `database`'s base tables from information_schema with the `cdc` role (or the given connection).
+
+    A database that does not exist raises SnapshotError (an empty database gives an empty snapshot).
+    """
+    if conn is None:
+        with db.connection(settings, role="cdc") as own:
+            return snapshot_database(settings, database, own)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
+        if cur.fetchone() is None:
+            raise SnapshotError(f"database {database!r} does not exist or is not visible to the cdc role")
+        cur.execute(_TABLES_SQL, (database,))
+        names = [r[0] for r in cur.fetchall()]
+        cur.execute(_COLUMNS_SQL, (database,))
+        col_rows = cur.fetchall()
+        cur.execute(_INDEXES_SQL, (database,))
+        ix_rows = cur.fetchall()
+
+    columns: dict[str, list[ColumnSnapshot]] = {n: [] for n in names}
+    for table, name, ordinal, default, is_nullable, column_type, extra in col_rows:
+        nullable = is_nullable == "YES"
+        auto_inc = "auto_increment" in (extra or "").lower()
+        columns.setdefault(table, []).append(ColumnSnapshot(
+            name=name, column_type=column_type, nullable=nullable, ordinal=int(ordinal), default=default,
+            auto_increment=auto_inc, definition=_live_definition(name, column_type, nullable, default, auto_inc)))
+
+    index_cols: dict[tuple[str, str], list[str]] = {}
+    unique: dict[tuple[str, str], bool] = {}
+    for table, index, non_unique, column in ix_rows:
+        index_cols.setdefault((table, index), []).append(column)
+        unique[(table, index)] = not int(non_unique)
+    tables = []
+    for n in names:
+        pk = tuple(index_cols.get((n, "PRIMARY"), ()))
+        ixs = tuple(IndexSnapshot(ix, tuple(cols), unique[(t, ix)]) for (t, ix), cols in sorted(index_cols.items())
+                    if t == n and ix != "PRIMARY")
+        tables.append(TableSnapshot(n, tuple(columns.get(n, ())), pk, ixs))
+    return SchemaSnapshot(source=f"mariadb:{database}", tables=tuple(tables))
+
+
+def _live_definition(name: str, column_type: str, nullable: bool, default: str | None, auto_inc: bool) -> str:
+    # column_type and default are SQL the server rendered itself, so they are embedded as they are; the name
+    # came from information_schema too and may hold anything, so it is quoted.
+    parts = [quote_ident(name), column_type, "NULL" if nullable else "NOT NULL"]
+    if auto_inc:
+        parts.append("AUTO_INCREMENT")
+    if default is not None and not (default.upper() == "NULL" and not nullable):
+        parts.append(f"DEFAULT {default}")
+    return " ".join(parts)

@@ -1,0 +1,235 @@
+"""Dagster wiring of the checks: the production schema asset with its conformance checks, the silver checks,
+the sensor that runs the schema checks for every client without materializing data, and the drift summary.
+
+The logic lives in `dw_assets.checks`; every check sends its findings through `checks.alerts` (one alert per
+client and change, plus one when it resolves) and never fails because alerting failed.
+"""
+
+import importlib
+import pkgutil
+from typing import Iterator
+
+import dagster as dg
+
+from dw_assets.checks import alerts
+from dw_assets.checks.conformance import client_databases, production_conformance, staging_conformance
+from dw_assets.checks.drift_report import drift_report, drift_summary, summary_markdown
+from dw_assets.checks.freshness import DEFAULT_MAX_AGE_SECONDS, check_freshness, silver_applied_ts_ms
+from dw_assets.checks.reconciliation import reconcile
+from dw_assets.checks.schema_diff import differences_markdown
+from dw_assets.checks.schema_snapshot import SnapshotError, snapshot_database
+from dw_assets.model import load_model
+from dw_assets.partitions import clients_partitions
+from dw_assets.resources import DwSettings
+from dw_assets.settings import Settings
+
+PRODUCTION_SCHEMA = dg.AssetKey(["sources", "production_schema"])
+DRIFT_SUMMARY = dg.AssetKey(["checks", "drift_summary"])
+CLIENT_TAG = "dw/client"  # the per-client run concurrency key of dagster.yaml
+SCHEMA_CHECK_INTERVAL_SECONDS = 300
+RECONCILE_ROUNDS, RECONCILE_SETTLE_SECONDS = 3, 5.0
+
+
+@dg.asset(
+    key=PRODUCTION_SCHEMA, group_name="sources", kinds={"mariadb"}, partitions_def=clients_partitions,
+    description="The client's production schema read from information_schema (least-privilege cdc role). "
+                "Bronze and silver depend on it, so its blocking conformance check gates them per client.",
+)
+def production_schema(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:
+    settings = dw.load()
+    dbs = client_databases(settings, context.partition_key)
+    try:
+        snap = snapshot_database(settings, dbs.production_db)
+    except SnapshotError as e:
+        raise dg.Failure(str(e)) from None
+    rows = ["| table | columns | primary key |", "|---|---|---|"]
+    rows += [f"| {t.name} | {len(t.columns)} | {', '.join(t.primary_key)} |" for t in snap.tables]
+    return dg.MaterializeResult(metadata={
+        "database": dbs.production_db, "tables": len(snap.tables),
+        "columns": sum(len(t.columns) for t in snap.tables), "schema": dg.MetadataValue.md("\n".join(rows)),
+    })
+
+
+def _alert(settings: Settings, client: str, check: str, findings: list[alerts.Finding]) -> dict[str, int]:
+    out = alerts.process_findings(settings, client, check, findings)
+    return {"alerts_fired": len(out.fired), "alerts_resolved": len(out.resolved),
+            "alerts_failed": len(out.failed)}
+
+
+@dg.asset_check(
+    asset=PRODUCTION_SCHEMA, name="production_conforms_to_model", blocking=True, partitions_def=clients_partitions,
+    description="ERROR (blocking) when the client's production schema differs from the model in a way the "
+                "pipeline cannot apply; stops bronze/silver for this client only.",
+)
+def production_conforms_to_model(context: dg.AssetCheckExecutionContext, dw: DwSettings) -> dg.AssetCheckResult:
+    settings = dw.load()
+    client = context.partition_key
+    result = production_conformance(settings, client)
+    reported = [d for d in result.differences if d.severity != "informational"]
+    sent = _alert(settings, client, "production_conforms_to_model",
+                  alerts.findings_from_differences(result.breaking, "ERROR"))
+    return dg.AssetCheckResult(
+        passed=result.conforming, severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{len(result.breaking)} breaking difference(s) from {result.reference}",
+        metadata={**result.counts, **sent, "database": result.database, "reference": result.reference,
+                  "differences": dg.MetadataValue.md(differences_markdown(reported)),
+                  "ddl": dg.MetadataValue.md("```sql\n" + ";\n".join(d.ddl for d in result.breaking if d.ddl)
+                                             + "\n```")},
+    )
+
+
+@dg.asset_check(
+    asset=PRODUCTION_SCHEMA, name="staging_matches_production", partitions_def=clients_partitions,
+    description="WARN when staging has schema changes production does not have yet, with the DDL to apply them.",
+)
+def staging_matches_production(context: dg.AssetCheckExecutionContext, dw: DwSettings) -> dg.AssetCheckResult:
+    settings = dw.load()
+    client = context.partition_key
+    result = staging_conformance(settings, client)
+    sent = _alert(settings, client, "staging_matches_production",
+                  alerts.findings_from_differences(result.differences, "WARN"))
+    ddl = ";\n".join(d.ddl for d in result.differences if d.ddl)
+    return dg.AssetCheckResult(
+        passed=not result.differences, severity=dg.AssetCheckSeverity.WARN,
+        description=f"{len(result.differences)} change(s) in {result.database} not in production",
+        metadata={**result.counts, **sent, "staging_db": result.database,
+                  "differences": dg.MetadataValue.md(differences_markdown(result.differences)),
+                  "ddl": dg.MetadataValue.md(f"```sql\n{ddl}\n```" if ddl else "_none_")},
+    )
+
+
+# ---- silver checks ----------------------------------------------------------------------------------------
+
+
+def _silver_check_defs(table: str) -> list[dg.AssetChecksDefinition]:
+    key = dg.AssetKey(["silver", table])
+
+    @dg.asset_check(asset=key, name="silver_matches_source", partitions_def=clients_partitions,
+                    description=f"ERROR when silver {table} and production {table} differ (row counts, key and "
+                                "content checksums), allowing for changes still in flight.")
+    def silver_matches_source(context: dg.AssetCheckExecutionContext, dw: DwSettings) -> dg.AssetCheckResult:
+        settings = dw.load()
+        client = context.partition_key
+        res = reconcile(settings, client, tables=[table], rounds=RECONCILE_ROUNDS,
+                        settle_seconds=RECONCILE_SETTLE_SECONDS,
+                        watermark=lambda: silver_applied_ts_ms(settings, client))
+        findings = [alerts.Finding(f"reconcile:{t.table}", "ERROR", t.summary()) for t in res.failed_tables]
+        sent = _alert(settings, client, f"silver_matches_source:{table}", findings)
+        t = res.tables[0] if res.tables else None
+        return dg.AssetCheckResult(
+            passed=res.passed, severity=dg.AssetCheckSeverity.ERROR,
+            description=t.summary() if t else f"{table} not in production",
+            metadata={**sent, "rounds": res.rounds, "source_rows": t.source_rows if t else 0,
+                      "silver_rows": (t.silver_rows or 0) if t else 0,
+                      "missing_in_silver": t.missing_in_silver if t else 0,
+                      "extra_in_silver": t.extra_in_silver if t else 0,
+                      "content_differs": t.content_differs if t else 0,
+                      "resolved_in_flight": t.resolved_in_flight if t else 0,
+                      "tables": dg.MetadataValue.md(res.markdown())},
+        )
+
+    @dg.asset_check(asset=key, name="silver_fresh", partitions_def=clients_partitions,
+                    description=f"ERROR when the client's silver has applied nothing newer than "
+                                f"{DEFAULT_MAX_AGE_SECONDS} s of source time.")
+    def silver_fresh(context: dg.AssetCheckExecutionContext, dw: DwSettings) -> dg.AssetCheckResult:
+        settings = dw.load()
+        client = context.partition_key
+        res = check_freshness(settings, client)
+        findings = [] if res.passed else [alerts.Finding("stale", "ERROR",
+                                                         f"silver age {res.age_seconds} s > {res.max_age_seconds} s")]
+        sent = _alert(settings, client, "silver_fresh", findings)
+        return dg.AssetCheckResult(
+            passed=res.passed, severity=dg.AssetCheckSeverity.ERROR,
+            metadata={**sent, "latest_ts_ms": res.latest_ts_ms or 0, "age_seconds": res.age_seconds or -1.0,
+                      "max_age_seconds": res.max_age_seconds, "tables": dg.MetadataValue.md(res.markdown())},
+        )
+
+    return [silver_matches_source, silver_fresh]
+
+
+def _defined_silver_keys() -> set[dg.AssetKey]:
+    """silver/<table> asset keys defined by the other modules of `dw_assets.defs`.
+
+    Checks on an undefined asset would make Dagster invent an ungrouped stub asset, so the silver checks attach
+    only to silver assets that exist (the lakehouse stage defines them).
+    """
+    import dw_assets.defs as defs_pkg
+
+    keys: set[dg.AssetKey] = set()
+    for mod in pkgutil.walk_packages(defs_pkg.__path__, defs_pkg.__name__ + "."):
+        if mod.name in (__name__, f"{defs_pkg.__name__}.checks"):
+            continue
+        for obj in vars(importlib.import_module(mod.name)).values():
+            for item in _assets_in(obj):
+                keys |= {k for k in item.keys if k.path[:1] == ["silver"]}
+    return keys
+
+
+def _assets_in(obj: object) -> Iterator[dg.AssetsDefinition]:
+    if isinstance(obj, dg.AssetsDefinition):
+        yield obj
+    elif type(obj) in (list, tuple):  # exact types: Dagster records subclass NamedTuple and refuse iteration
+        for o in obj:
+            if isinstance(o, dg.AssetsDefinition):
+                yield o
+    elif isinstance(obj, dg.Definitions):
+        yield from (a for a in (obj.assets or []) if isinstance(a, dg.AssetsDefinition))
+
+
+# ---- schema checks for every client, without materializing ------------------------------------------------
+
+schema_checks_job = dg.define_asset_job(
+    "schema_checks",
+    selection=dg.AssetSelection.checks(production_conforms_to_model, staging_matches_production),
+    description="Evaluate the schema checks of one client (no data is materialized).",
+)
+
+
+@dg.sensor(job=schema_checks_job, minimum_interval_seconds=SCHEMA_CHECK_INTERVAL_SECONDS,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Every 5 minutes, evaluates the schema checks of every registered client that has a "
+                       "partition (alerts de-duplicate, so re-evaluation is cheap).")
+def schema_checks_sensor(context: dg.SensorEvaluationContext, dw: DwSettings) -> dg.SensorResult | dg.SkipReason:
+    from dw_assets.checks.drift_report import checked_clients
+
+    settings = dw.load()
+    known = set(context.instance.get_dynamic_partitions(clients_partitions.name))
+    clients = [c.client for c in checked_clients(settings) if c.client in known]
+    if not clients:
+        return dg.SkipReason("no registered client has a partition yet")
+    tick = context.cursor or "0"
+    # Checks-only runs carry the partition as a tag: a check selection has no asset to take it from.
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"schema-{c}-{tick}", tags={"dagster/partition": c, CLIENT_TAG: c})
+                      for c in clients],
+        cursor=str(int(tick) + 1),
+    )
+
+
+@dg.asset(
+    key=DRIFT_SUMMARY, group_name="checks", kinds={"mariadb"},
+    description="Cross-client schema drift: how many clients on which model version, and how many conform.",
+)
+def drift_summary_asset(dw: DwSettings) -> dg.MaterializeResult:
+    settings = dw.load()
+    report = drift_report(settings)
+    s = drift_summary(report)
+    return dg.MaterializeResult(metadata={
+        "model_version": s["model_version"], "clients": s["clients"], "conforming": s["conforming"],
+        "breaking": s["breaking"], "staging_ahead": s["staging_ahead"],
+        "by_model_version": dg.MetadataValue.json(s["by_model_version"]),
+        "non_conforming_clients": dg.MetadataValue.json(s["non_conforming_clients"]),
+        "clients_table": dg.MetadataValue.md(summary_markdown(report)),
+    })
+
+
+@dg.definitions
+def checks_definitions() -> dg.Definitions:
+    silver_keys = _defined_silver_keys()
+    silver_checks = [c for t in load_model().tables if dg.AssetKey(["silver", t.name]) in silver_keys
+                     for c in _silver_check_defs(t.name)]
+    return dg.Definitions(
+        assets=[production_schema, drift_summary_asset],
+        asset_checks=[production_conforms_to_model, staging_matches_production, *silver_checks],
+        jobs=[schema_checks_job], sensors=[schema_checks_sensor],
+    )

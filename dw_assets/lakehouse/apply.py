@@ -1,0 +1,196 @@
+"""The apply step for one client: new landing files -> bronze -> silver (+ SCD2 history), all tables in one go.
+
+Order per run: (1) create missing tables; (2) read the landing files not in the manifest; (3) append them to
+bronze per table and commit the manifest (batch number = last + 1); (4) per table, MERGE the batch into silver.
+A table whose silver is behind (failed or interrupted earlier) catches up from bronze (`_dw_batch` > its
+progress), so a schema error in one table never blocks the others nor loses events.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dw_assets.model import StandardModel, Table, load_model
+from dw_assets.settings import Settings
+
+from . import changes
+from .bronze import append_bronze, read_bronze_since
+from .changes import ChangeParseError
+from .client_state import ClientState
+from .commit_retry import CommitRetriesExhausted
+from .evolution import InformationSchemaSource, SchemaChangeError, SourceSchema, add_columns, plan_new_columns
+from .history import apply_history
+from .landing_files import LandingFile, list_landing_files, read_landing_files
+from .paths import open_table, table_url
+from .silver import MergeCounts, merge_silver, truncate_silver
+from .tables import DW_PREFIX, SEQ, SOURCE_TS, ensure_client_tables
+
+log = logging.getLogger(__name__)
+# Failures that stop one table and let the others go on; anything else is a bug or an outage and propagates.
+TABLE_ERRORS = (SchemaChangeError, ChangeParseError, CommitRetriesExhausted)
+
+
+@dataclass
+class TableApply:
+    table: str
+    events: int = 0  # change events merged in this run (from this batch or caught up from bronze)
+    bronze_rows: int = 0  # appended to bronze in this run
+    bronze_version: int | None = None
+    silver: MergeCounts = field(default_factory=MergeCounts)
+    history: MergeCounts | None = None
+    truncated_rows: int = 0
+    added_columns: list[str] = field(default_factory=list)
+    latest_source_ts_ms: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class ApplyResult:
+    client: str
+    batch: int  # the client's batch number after this run (0 = nothing ever applied)
+    new_batch: int | None = None  # the batch this run landed, if any new files
+    files: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    tables: dict[str, TableApply] = field(default_factory=dict)
+    created_tables: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)  # topics of tables the model does not have
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, for the benchmark and logs
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {t: r.error for t, r in self.tables.items() if r.error}
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def apply_client(settings: Settings, client: str, model: StandardModel | None = None, database: str | None = None,
+                 source_schema: SourceSchema | None = None) -> ApplyResult:
+    """Apply every new landing file of `client` to bronze and silver; see the module docstring.
+
+    `database` is the client's source database (default: the client name, the registry's default);
+    `source_schema` types new columns (default: the source's information_schema).
+    """
+    started = time.perf_counter()
+    model = model or load_model()
+    database = database or client
+    now = datetime.now(timezone.utc)
+    result = ApplyResult(client, 0)
+    result.created_tables = ensure_client_tables(settings, client, model)
+    state = ClientState(settings, client)
+    result.timings["prepare"] = time.perf_counter() - started
+    con = changes.connect()
+    try:
+        t0 = time.perf_counter()
+        batch_rows = _land_new_files(settings, client, model, database, state, con, now, result)
+        t1 = time.perf_counter()
+        result.timings["bronze"] = t1 - t0
+        source = source_schema or InformationSchemaSource(settings, database)
+        done: list[str] = []
+        for t in model.tables:
+            tr = result.tables.setdefault(t.name, TableApply(t.name))
+            last = state.applied.get(t.name, 0)
+            if last >= state.last_batch:
+                continue
+            if last == state.last_batch - 1 and state.last_batch == result.new_batch:
+                events = batch_rows.get(t.name)
+            else:  # behind by more than this batch: catch up from bronze
+                events = read_bronze_since(settings, client, t.name, last)
+            try:
+                if events is not None and events.num_rows:
+                    _apply_table(settings, client, t, events, source, state, con, now, tr)
+                done.append(t.name)
+            except TABLE_ERRORS as e:
+                tr.error = str(e)
+                log.error("apply %s.%s failed: %s", client, t.name, e)
+        t2 = time.perf_counter()
+        result.timings["silver"] = t2 - t1
+        state.record_progress(done, state.last_batch, now)
+        result.timings["progress"] = time.perf_counter() - t2
+    finally:
+        con.close()
+    result.batch = state.last_batch
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _land_new_files(settings: Settings, client: str, model: StandardModel, database: str, state: ClientState,
+                    con: duckdb.DuckDBPyConnection, now: datetime, result: ApplyResult) -> dict[str, pa.Table]:
+    """Steps 2-3: append pending landing files to bronze and record them; returns the batch's rows per table."""
+    known = set(model.table_names)
+    pending: list[LandingFile] = []
+    for f in list_landing_files(settings, database):
+        if f.key in state.processed:
+            continue
+        if f.table not in known:
+            result.ignored_files.append(f.key)
+            continue
+        pending.append(f)
+    if not pending:
+        return {}
+    batch = state.last_batch + 1
+    result.new_batch = batch
+    t0 = time.perf_counter()
+    rows = changes.bronze_rows(con, read_landing_files(settings, pending), batch, now)
+    result.timings["read_landing"] = time.perf_counter() - t0
+    result.files, result.events = len(pending), rows.num_rows
+    per_table: dict[str, pa.Table] = {}
+    recorded: list[LandingFile] = []
+    for table in sorted({f.table for f in pending}):
+        files = [f for f in pending if f.table == table]
+        topic = files[0].topic
+        t_rows = rows.filter(pc.equal(rows["kafka_topic"], topic))
+        tr = result.tables.setdefault(table, TableApply(table))
+        appended = append_bronze(settings, client, table, t_rows, batch)
+        tr.bronze_rows, tr.bronze_version = appended.rows, appended.version
+        per_table[table] = t_rows
+        recorded += files
+    counts = pc.value_counts(rows["_dw_landing_file"]).to_pylist()
+    state.record_files(recorded, {c["values"]: c["counts"] for c in counts}, batch, now)
+    return per_table
+
+
+def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, source: SourceSchema,
+                 state: ClientState, con: duckdb.DuckDBPyConnection, now: datetime, tr: TableApply) -> None:
+    """Step 4 for one table: evolve the schema if needed, truncate, MERGE into silver, update history."""
+    silver_dt = open_table(settings, table_url(settings, "silver", client, t.name))
+    assert silver_dt is not None
+    lake_schema = pa.schema(silver_dt.schema().to_arrow())
+    new_fields = plan_new_columns(client, t.name, lake_schema, changes.image_columns(con, events), source)
+    if new_fields:
+        layers = ("silver", "silver_history") if t.options.scd2 else ("silver",)
+        add_columns(settings, client, t.name, new_fields, layers)
+        lake_schema = pa.schema(list(lake_schema) + new_fields)
+        tr.added_columns = [f.name for f in new_fields]
+    data_fields = [f for f in lake_schema if not f.name.startswith(DW_PREFIX)]
+    typed = changes.typed_events(con, events, data_fields)
+    tr.events = events.num_rows
+
+    truncate_at = changes.truncate_seq(con, events)
+    stored = state.truncated.get(t.name)
+    if truncate_at is not None and (stored is None or truncate_at > stored):
+        tr.truncated_rows = truncate_silver(settings, client, t.name, truncate_at)
+        state.record_truncation(t.name, truncate_at, now)
+    effective = max((s for s in (stored, truncate_at) if s is not None), default=None)
+
+    keys = list(t.primary_key)
+    columns = [f.name for f in data_fields]
+    tr.silver = merge_silver(settings, client, t.name, keys, typed, columns, con, now, truncated_at=effective)
+    if t.options.scd2:
+        truncates = events.filter(pc.equal(events["op"], "t")).select([SEQ, "source_ts_ms"]).rename_columns(
+            [SEQ, SOURCE_TS])
+        tr.history = apply_history(settings, client, t.name, keys, columns, typed, truncates, con)
+    ts = pc.max(typed[SOURCE_TS]).as_py() if typed.num_rows else None
+    tr.latest_source_ts_ms = ts

@@ -1,0 +1,79 @@
+"""A client's bookkeeping in small Delta tables under `<lake>/meta/<client>/`.
+
+`landing_manifest`: landing files appended to bronze (one row per file, with its batch number);
+`silver_progress`: the last batch each silver table has applied (a failed table catches up from bronze);
+`truncations`: the position of each table's last TRUNCATE (older late events must not come back).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import write_deltalake
+
+from dw_assets.settings import Settings
+
+from .commit_retry import with_commit_retry
+from .landing_files import LandingFile
+from .paths import meta_url, open_table, read_table
+from .tables import MANIFEST, PROGRESS, SEQ, TRUNCATIONS, manifest_schema, progress_schema, truncations_schema
+
+
+def _read(settings: Settings, client: str, name: str) -> pa.Table:
+    dt = open_table(settings, meta_url(settings, client, name))
+    if dt is None:
+        raise FileNotFoundError(f"{name} of client {client!r} is missing: run `dw lake init --client {client}`")
+    return read_table(dt)
+
+
+def _append(settings: Settings, client: str, name: str, rows: pa.Table) -> None:
+    url = meta_url(settings, client, name)
+    # Blind appends never conflict in delta-rs, but a concurrent metadata change (maintenance) could.
+    with_commit_retry(lambda: write_deltalake(open_table(settings, url), rows, mode="append"),
+                      f"{name} append {client}")
+
+
+class ClientState:
+    """The bookkeeping of one client, read once per apply."""
+
+    def __init__(self, settings: Settings, client: str):
+        self.settings, self.client = settings, client
+        manifest = _read(settings, client, MANIFEST).select(["file", "batch"])
+        self.processed: set[str] = set(manifest["file"].to_pylist())
+        self.last_batch: int = (pc.max(manifest["batch"]).as_py() or 0) if manifest.num_rows else 0
+        progress = _read(settings, client, PROGRESS)
+        self.applied: dict[str, int] = {}
+        for t, b in zip(progress["table"].to_pylist(), progress["batch"].to_pylist()):
+            self.applied[t] = max(b, self.applied.get(t, 0))
+        trunc = _read(settings, client, TRUNCATIONS)
+        self.truncated: dict[str, Decimal] = {}
+        for t, s in zip(trunc["table"].to_pylist(), trunc[SEQ].to_pylist()):
+            self.truncated[t] = max(s, self.truncated.get(t, s))
+
+    def record_files(self, files: Iterable[LandingFile], rows: dict[str, int], batch: int, now: datetime) -> None:
+        files = list(files)
+        if not files:
+            return
+        t = pa.Table.from_pylist([
+            {"file": f.key, "table": f.table, "topic": f.topic, "partition": f.partition,
+             "start_offset": f.start_offset, "rows": rows.get(f.key, 0), "batch": batch, "applied_at": now}
+            for f in files], schema=manifest_schema())
+        _append(self.settings, self.client, MANIFEST, t)
+        self.processed.update(f.key for f in files)
+        self.last_batch = max(self.last_batch, batch)
+
+    def record_progress(self, tables: Iterable[str], batch: int, now: datetime) -> None:
+        tables = list(tables)
+        if not tables:
+            return
+        _append(self.settings, self.client, PROGRESS, pa.Table.from_pylist(
+            [{"table": t, "batch": batch, "applied_at": now} for t in tables], schema=progress_schema()))
+        self.applied.update({t: batch for t in tables})
+
+    def record_truncation(self, table: str, seq: Decimal, now: datetime) -> None:
+        _append(self.settings, self.client, TRUNCATIONS, pa.Table.from_pylist(
+            [{"table": table, SEQ: seq, "applied_at": now}], schema=truncations_schema()))
+        self.truncated[table] = max(seq, self.truncated.get(table, seq))

@@ -1,0 +1,98 @@
+"""`dw lake init|apply|maintain`: create a client's lake tables, apply its new landing files, maintain the lake."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from dw_assets.cli import CommandError
+from dw_assets.identifiers import validate_client_name
+from dw_assets.model import load_model
+from dw_assets.settings import Settings
+
+from .apply import ApplyResult, apply_client
+from .maintenance import DEFAULT_RETENTION_HOURS, maintain_lake
+from .tables import ensure_client_tables
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("lake", help="Delta lake: create tables, apply landing files, maintain")
+    sub = p.add_subparsers(dest="lake_command", metavar="ACTION")
+    sub.required = True
+
+    init = sub.add_parser("init", help="create the client's missing lake tables from the model (idempotent)")
+    init.add_argument("--client", required=True)
+    init.add_argument("--model", help="model file (default: the shipped standard model)")
+    init.set_defaults(func=lambda args, settings: cmd_init(settings, args.client, args.model))
+
+    ap = sub.add_parser("apply", help="apply the client's new landing files to bronze and silver")
+    ap.add_argument("--client", required=True)
+    ap.add_argument("--database", help="the client's source database (default: the client name)")
+    ap.add_argument("--model", help="model file (default: the shipped standard model)")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.set_defaults(func=lambda args, settings: cmd_apply(settings, args.client, args.database, args.model, args.json))
+
+    mt = sub.add_parser("maintain", help="compact and vacuum every client's tables (or the given ones)")
+    mt.add_argument("--client", action="append", help="only this client (repeatable)")
+    mt.add_argument("--retention-hours", type=int, default=DEFAULT_RETENTION_HOURS)
+    mt.add_argument("--zorder", action="store_true", help="Z-order silver by primary key instead of compacting")
+    mt.set_defaults(func=lambda args, settings: cmd_maintain(settings, args.client, args.retention_hours, args.zorder))
+
+
+def cmd_init(settings: Settings, client: str, model_path: str | None) -> int:
+    validate_client_name(client)
+    created = ensure_client_tables(settings, client, load_model(model_path))
+    Console().print(f"{len(created)} table(s) created for {client}" + "".join(f"\n  {u}" for u in created))
+    return 0
+
+
+def cmd_apply(settings: Settings, client: str, database: str | None, model_path: str | None, as_json: bool) -> int:
+    validate_client_name(client)
+    r = apply_client(settings, client, load_model(model_path), database=database)
+    if as_json:
+        print(json.dumps(_as_json(r), indent=2, default=str))
+    else:
+        _print(r)
+    if r.failed:
+        raise CommandError("apply failed for " + "; ".join(f"{t}: {e}" for t, e in r.failed.items()))
+    return 0
+
+
+def _as_json(r: ApplyResult) -> dict:
+    d = asdict(r)
+    for t in d["tables"].values():
+        for part in ("silver", "history"):
+            if t.get(part):
+                t[part].pop("metrics", None)
+    return d
+
+
+def _print(r: ApplyResult) -> None:
+    table = RichTable(title=f"lake apply {r.client}: batch {r.batch}, {r.files} file(s), {r.events} event(s), "
+                            f"{r.seconds:.2f} s")
+    table.add_column("table", no_wrap=True)  # names are identifiers: never break them
+    for col in ("bronze rows", "inserted", "updated", "deleted", "ignored", "new columns", "status"):
+        table.add_column(col)
+    for t in r.tables.values():
+        table.add_row(t.table, str(t.bronze_rows), str(t.silver.inserted), str(t.silver.updated),
+                      str(t.silver.deleted), str(t.silver.ignored), ", ".join(t.added_columns),
+                      "ok" if t.ok else f"[red]{t.error}[/]")
+    Console().print(table)
+
+
+def cmd_maintain(settings: Settings, clients: list[str] | None, retention_hours: int, zorder: bool) -> int:
+    for c in clients or []:
+        validate_client_name(c)
+    try:
+        results = maintain_lake(settings, clients, retention_hours=retention_hours, z_order_by_key=zorder)
+    except RuntimeError as e:
+        raise CommandError(str(e)) from None
+    for r in results:
+        before = sum(t.files_before for t in r.tables)
+        after = sum(t.files_after for t in r.tables)
+        vac = sum(t.files_vacuumed for t in r.tables)
+        Console().print(f"{r.client}: {len(r.tables)} table(s), files {before} -> {after}, {vac} vacuumed")
+    return 0

@@ -1,0 +1,81 @@
+"""Finding and reading a client's landing files (Confluent S3 sink layout, see `dw_assets.contracts`).
+
+Lists `<landing>/topics/<prefix>.<db>.<table>/partition=<p>/<topic>+<p>+<offset>.parquet` for the client's
+topics and reads a set of them into one Arrow table in LANDING_SCHEMA plus the file's key (`_dw_landing_file`).
+"""
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from dw_assets.contracts import LANDING_SCHEMA, client_topic_prefix
+from dw_assets.settings import Settings
+
+from .paths import filesystem
+
+_FILE_RE = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<offset>\d{10,})\.parquet$")
+
+
+@dataclass(frozen=True, order=True)
+class LandingFile:
+    key: str  # relative to the landing root: topics/<topic>/partition=<p>/<name>
+    topic: str
+    table: str
+    partition: int
+    start_offset: int
+
+
+def list_landing_files(settings: Settings, database: str) -> list[LandingFile]:
+    """All landing files of one client database's topics, sorted by (topic, partition, offset)."""
+    fs, root = filesystem(settings, settings.landing_url)
+    prefix = client_topic_prefix(settings.kafka.topic_prefix, database)
+    topics_dir = f"{root}/topics"
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(topics_dir, allow_not_found=True))
+    except FileNotFoundError:
+        return []
+    out: list[LandingFile] = []
+    for topic_dir in entries:
+        topic = topic_dir.base_name
+        if topic_dir.type != pafs.FileType.Directory or not topic.startswith(prefix):
+            continue
+        table = topic[len(prefix):]
+        for info in fs.get_file_info(pafs.FileSelector(topic_dir.path, recursive=True)):
+            m = _FILE_RE.match(info.base_name)
+            if info.type != pafs.FileType.File or not m or m["topic"] != topic:
+                continue
+            key = info.path[len(root) + 1:]
+            out.append(LandingFile(key, topic, table, int(m["partition"]), int(m["offset"])))
+    return sorted(out, key=lambda f: (f.topic, f.partition, f.start_offset))
+
+
+def read_landing_files(settings: Settings, files: list[LandingFile]) -> pa.Table:
+    """Read files into one table (LANDING_SCHEMA + `_dw_landing_file`); a few threads hide S3 latency."""
+    fs, root = filesystem(settings, settings.landing_url)
+
+    def read(f: LandingFile) -> pa.Table:
+        t = pq.read_table(f"{root}/{f.key}", filesystem=fs)
+        # Cast to the contract's schema: a writer may omit nullable columns or widen types.
+        t = _conform(t)
+        return t.append_column("_dw_landing_file", pa.array([f.key] * t.num_rows, pa.string()))
+
+    if not files:
+        return _conform(LANDING_SCHEMA.empty_table()).append_column("_dw_landing_file", pa.array([], pa.string()))
+    with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+        parts = list(pool.map(read, files))
+    return pa.concat_tables(parts)
+
+
+def _conform(t: pa.Table) -> pa.Table:
+    cols = []
+    for field in LANDING_SCHEMA:
+        if field.name in t.column_names:
+            cols.append(t[field.name].cast(field.type))
+        else:
+            cols.append(pa.nulls(t.num_rows, field.type))
+    return pa.Table.from_arrays(cols, schema=LANDING_SCHEMA.remove_metadata())

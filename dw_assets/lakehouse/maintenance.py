@@ -1,0 +1,131 @@
+"""Lake maintenance: compaction (optionally Z-ordered by key), vacuum with a retention period, tombstone expiry.
+
+Every apply adds a few small files per table; a scheduled run across clients rewrites them into large files
+and removes unreferenced ones older than the retention, so files per table stay bounded under continuous load.
+Runs beside appliers: a lost commit race is retried (`commit_retry`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import pyarrow.fs as pafs
+
+from dw_assets.model import StandardModel, load_model
+from dw_assets.settings import Settings
+
+from .commit_retry import with_commit_retry
+from .paths import filesystem, join, meta_url, open_table, table_url
+from .tables import MANIFEST, PROGRESS, TOMBSTONES, TRUNCATIONS
+
+log = logging.getLogger(__name__)
+DEFAULT_RETENTION_HOURS = 168  # a week of time travel, and Delta's own default
+DEFAULT_TOMBSTONE_RETENTION_HOURS = 168  # a later-arriving event older than a delete by more is accepted
+
+
+@dataclass
+class TableMaintenance:
+    url: str
+    files_before: int = 0
+    files_after: int = 0
+    files_vacuumed: int = 0
+    tombstones_expired: int = 0
+    version: int | None = None
+
+
+@dataclass
+class ClientMaintenance:
+    client: str
+    tables: list[TableMaintenance] = field(default_factory=list)
+
+
+def maintain_table(settings: Settings, url: str, z_order: list[str] | None = None,
+                   retention_hours: int = DEFAULT_RETENTION_HOURS) -> TableMaintenance | None:
+    """Compact (or Z-order) then vacuum one table; None if it does not exist."""
+    dt = open_table(settings, url)
+    if dt is None:
+        return None
+    out = TableMaintenance(url, files_before=len(dt.file_uris()))
+
+    def compact() -> None:
+        t = open_table(settings, url)
+        assert t is not None
+        if z_order:
+            t.optimize.z_order(z_order)
+        else:
+            t.optimize.compact()
+
+    if out.files_before > 1:
+        with_commit_retry(compact, f"optimize {url}")
+
+    def vacuum() -> int:
+        t = open_table(settings, url)
+        assert t is not None
+        # Short retentions (tests, dev) need enforce_retention_duration=False; the default honours a week.
+        return len(t.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False))
+
+    out.files_vacuumed = with_commit_retry(vacuum, f"vacuum {url}")
+    final = open_table(settings, url)
+    assert final is not None
+    out.files_after, out.version = len(final.file_uris()), final.version()
+    return out
+
+
+def expire_tombstones(settings: Settings, client: str, table: str, older_than_hours: int) -> int:
+    url = meta_url(settings, client, f"{TOMBSTONES}/{table}")
+    cutoff = datetime.now(timezone.utc) - timedelta(hours=older_than_hours)
+
+    def step() -> int:
+        dt = open_table(settings, url)
+        if dt is None:
+            return 0
+        m = dt.delete(f"_dw_deleted_at < '{cutoff.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'")
+        return int(m.get("num_deleted_rows", 0))
+
+    return with_commit_retry(step, f"expire tombstones {client}.{table}")
+
+
+def maintain_client(settings: Settings, client: str, model: StandardModel | None = None,
+                    retention_hours: int = DEFAULT_RETENTION_HOURS, z_order_by_key: bool = False,
+                    tombstone_retention_hours: int = DEFAULT_TOMBSTONE_RETENTION_HOURS) -> ClientMaintenance:
+    """Maintain every lake table of one client (data layers and bookkeeping)."""
+    model = model or load_model()
+    result = ClientMaintenance(client)
+    for t in model.tables:
+        expire_tombstones(settings, client, t.name, tombstone_retention_hours)
+        for layer in ("bronze", "silver", "silver_history"):
+            z = list(t.primary_key) if z_order_by_key and layer == "silver" else None
+            r = maintain_table(settings, table_url(settings, layer, client, t.name), z, retention_hours)  # type: ignore[arg-type]
+            if r:
+                result.tables.append(r)
+        r = maintain_table(settings, meta_url(settings, client, f"{TOMBSTONES}/{t.name}"), None, retention_hours)
+        if r:
+            result.tables.append(r)
+    for name in (MANIFEST, PROGRESS, TRUNCATIONS):
+        r = maintain_table(settings, meta_url(settings, client, name), None, retention_hours)
+        if r:
+            result.tables.append(r)
+    return result
+
+
+def lake_clients(settings: Settings) -> list[str]:
+    """Clients that have tables in the lake (directories under `<lake>/silver/`)."""
+    fs, root = filesystem(settings, join(settings.lake_url, "silver"))
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+def maintain_lake(settings: Settings, clients: list[str] | None = None, model: StandardModel | None = None,
+                  retention_hours: int = DEFAULT_RETENTION_HOURS, z_order_by_key: bool = False) -> list[ClientMaintenance]:
+    """Maintain every client in the lake (or the given ones); one client's failure does not stop the others."""
+    out, failed = [], []
+    for client in clients if clients is not None else lake_clients(settings):
+        try:
+            out.append(maintain_client(settings, client, model, retention_hours, z_order_by_key))
+        except Exception:
+            log.exception("maintenance of client %s failed", client)
+            failed.append(client)
+    if failed:
+        raise RuntimeError(f"lake maintenance failed for client(s) {', '.join(failed)} (others done)")
+    return out

@@ -1,0 +1,92 @@
+"""Where the lake's tables live and how to open them, for local directories and s3:// alike.
+
+Every reader (apply, checks, reports, Dagster metadata) goes through `open_table`/`read_delta` so that storage
+options and URL joining are decided in one place.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Sequence
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+from deltalake import DeltaTable
+
+from dw_assets.settings import Settings
+
+Layer = Literal["bronze", "silver", "silver_history"]
+LAYERS: tuple[Layer, ...] = ("bronze", "silver", "silver_history")
+
+
+def is_s3(url: str) -> bool:
+    return url.startswith("s3://") or url.startswith("s3a://")
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URL/path segments; local bases become absolute paths (deltalake resolves relative ones oddly)."""
+    if is_s3(base):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(base).resolve().joinpath(*parts))
+
+
+def table_url(settings: Settings, layer: Layer, client: str, table: str) -> str:
+    """`<lake>/<layer>/<client>/<table>`."""
+    if layer not in LAYERS:
+        raise ValueError(f"unknown lake layer {layer!r}: one of {', '.join(LAYERS)}")
+    return join(settings.lake_url, layer, client, table)
+
+
+def meta_url(settings: Settings, client: str, name: str) -> str:
+    """`<lake>/meta/<client>/<name>`: the client's bookkeeping tables (manifest, progress, tombstones)."""
+    return join(settings.lake_url, "meta", client, name)
+
+
+def model_meta_url(settings: Settings) -> str:
+    """`<lake>/meta/standard_model`: the model rows every client's tables were created from."""
+    return join(settings.lake_url, "meta", "standard_model")
+
+
+def storage_options(settings: Settings, url: str) -> dict[str, str] | None:
+    return settings.s3.storage_options() if is_s3(url) else None
+
+
+def table_exists(settings: Settings, url: str) -> bool:
+    return DeltaTable.is_deltatable(url, storage_options=storage_options(settings, url))
+
+
+def open_table(settings: Settings, url: str, version: int | None = None) -> DeltaTable | None:
+    """The Delta table at `url` (optionally at a past version), or None when there is none yet."""
+    if not table_exists(settings, url):
+        return None
+    return DeltaTable(url, version=version, storage_options=storage_options(settings, url))
+
+
+def read_delta(settings: Settings, layer: Layer, client: str, table: str, version: int | None = None,
+               columns: Sequence[str] | None = None, filter: pa.compute.Expression | None = None) -> pa.Table:
+    """Read one lake table (optionally at a past version) into Arrow; the helper checks and reports use."""
+    url = table_url(settings, layer, client, table)
+    dt = open_table(settings, url, version)
+    if dt is None:
+        raise FileNotFoundError(f"no Delta table at {url}")
+    return read_table(dt, columns=columns, filter=filter)
+
+
+def read_table(dt: DeltaTable, columns: Sequence[str] | None = None,
+               filter: pa.compute.Expression | None = None) -> pa.Table:
+    """Read a DeltaTable through its pyarrow dataset (file pruning from the filter, deletion vectors n/a here)."""
+    ds = dt.to_pyarrow_dataset()
+    return ds.to_table(columns=list(columns) if columns is not None else None, filter=filter)
+
+
+def filesystem(settings: Settings, url: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it, for listing and reading landing files."""
+    if is_s3(url):
+        s3 = settings.s3
+        endpoint = s3.endpoint_url or None
+        scheme = "https"
+        if endpoint and "://" in endpoint:
+            scheme, endpoint = endpoint.split("://", 1)
+        fs = pafs.S3FileSystem(access_key=s3.access_key_id, secret_key=s3.secret_access_key, region=s3.region,
+                               endpoint_override=endpoint, scheme=scheme)
+        return fs, url.split("://", 1)[1].rstrip("/")
+    return pafs.LocalFileSystem(), str(Path(url).resolve())
