@@ -1,0 +1,216 @@
+"""Dagster layer of landing: the client-partitioned `landing/landing_files` asset, a multi-client landing job and
+the Kafka-lag sensor that starts it.
+
+The sensor packs lagging clients into runs of up to K clients, one run per shard at a time (tag `dw/landing-shard`,
+limited to one run per value in dagster.yaml), so hundreds of clients never mean hundreds of runs per tick.
+"""
+
+import json
+import time
+from typing import Any, Callable, Mapping
+
+import dagster as dg
+
+from dw_assets.landing.client_lock import LandingBusy
+from dw_assets.landing.lag import ClientLag, measure_lag
+from dw_assets.landing.run_planning import (
+    DEFAULT_CLIENTS_PER_RUN,
+    DEFAULT_SHARDS,
+    LagThresholds,
+    landing_shard,
+    plan_landing_runs,
+)
+from dw_assets.landing.sweep import DEFAULT_PARALLEL, land_clients
+from dw_assets.landing.writer import LandingReport, land_client
+from dw_assets.partitions import clients_partitions
+from dw_assets.resources import DwSettings
+from dw_assets.settings import Settings
+
+LANDING_FILES = dg.AssetKey(["landing", "landing_files"])
+CDC_TOPICS = dg.AssetKey(["cdc", "cdc_topics"])
+LANDING_JOB = "landing_batch_job"
+SHARD_TAG = "dw/landing-shard"  # one landing run per shard at a time (dagster.yaml tag_concurrency_limits)
+CLIENTS_TAG = "dw/landing-clients"  # comma-separated, for humans and for the sensor's in-flight check
+CLIENT_TAG = "dw/client"
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED]
+
+ClientSource = Callable[[Settings], Mapping[str, str]]
+
+
+def registry_clients(settings: Settings) -> dict[str, str]:
+    """Active clients -> production database, from the client registry (imported here so that this module loads
+    before, and without, the onboarding package)."""
+    from dw_assets.onboarding.registry import list_clients
+
+    return {c.name: c.production_db for c in list_clients(settings, status="active")}
+
+
+def landing_metadata(report: LandingReport, lag: ClientLag | None) -> dict[str, Any]:
+    md: dict[str, Any] = {
+        "files_written": dg.MetadataValue.int(len(report.files)),
+        "records": dg.MetadataValue.int(report.records),
+        "bytes": dg.MetadataValue.int(report.bytes),
+        "messages": dg.MetadataValue.int(report.messages),
+        "dead_letters": dg.MetadataValue.int(report.dead_letters),
+        "tombstones_skipped": dg.MetadataValue.int(report.tombstones),
+        "files_adopted": dg.MetadataValue.int(len(report.adopted)),
+        "complete": dg.MetadataValue.bool(report.complete),
+        "seconds": dg.MetadataValue.float(round(report.seconds, 3)),
+        "events_per_second": dg.MetadataValue.float(round(report.events_per_second, 1)),
+        "offsets": dg.MetadataValue.json({k: {**v, "end": report.end_offsets.get(k)}
+                                          for k, v in report.offsets.items()}),
+        "files": dg.MetadataValue.json([f.key for f in report.files[:50]]),
+    }
+    if lag is not None:
+        md["lag_records"] = dg.MetadataValue.int(lag.lag)
+        age = lag.oldest_unlanded_age_s
+        md["oldest_unlanded_age_s"] = dg.MetadataValue.float(round(age, 3) if age is not None else 0.0)
+    return md
+
+
+def _lag_after(settings: Settings, client: str, database: str) -> ClientLag | None:
+    try:
+        return measure_lag(settings, {client: database}).get(client)
+    except Exception:  # noqa: BLE001 - lag is informative; landing itself succeeded
+        return None
+
+
+@dg.asset(
+    key=LANDING_FILES,
+    deps=[CDC_TOPICS],  # by key: loads before (and without) the CDC definitions
+    partitions_def=clients_partitions,
+    group_name="landing",
+    kinds={"kafka", "s3", "parquet"},
+    owners=["team:data-platform"],
+    tags={"dw/stage": "landing"},
+    description=(
+        "Parquet files of one client's CDC events in the landing store, in Confluent's S3 sink layout "
+        "(topics/<topic>/partition=<p>/<topic>+<p>+<start offset>.parquet), exactly once per file. "
+        "A materialization lands everything up to the end offsets seen at its start."
+    ),
+)
+def landing_files(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:
+    settings = dw.load()
+    client = context.partition_key
+    database = client  # convention: a client's production database carries its name
+    try:
+        report = land_client(settings, client, database=database)
+    except LandingBusy as e:
+        raise dg.Failure(description=str(e)) from e
+    context.log.info("landed %s: %s", client, report.summary())
+    return dg.MaterializeResult(metadata=landing_metadata(report, _lag_after(settings, client, database)))
+
+
+class LandingBatchConfig(dg.Config):
+    clients: list[str]
+    databases: dict[str, str] = {}  # client -> production database, where it is not the client's name
+    parallel: int = DEFAULT_PARALLEL
+
+
+@dg.op(tags={"dw/stage": "landing"},
+       description="Land several clients up to their current end offsets; records a landing_files "
+                   "materialization per client.")
+def land_client_batch(context: dg.OpExecutionContext, config: LandingBatchConfig, dw: DwSettings) -> None:
+    settings = dw.load()
+    databases = {c: config.databases.get(c, c) for c in config.clients}
+    results = land_clients(settings, databases, parallel=config.parallel)
+    lags: dict[str, ClientLag] = {}
+    try:
+        lags = measure_lag(settings, databases)
+    except Exception as e:  # noqa: BLE001 - informative only
+        context.log.warning(f"lag after landing not measured: {e}")
+    failed: dict[str, str] = {}
+    for client, result in results.items():
+        if isinstance(result, LandingReport):
+            context.log_event(dg.AssetMaterialization(asset_key=LANDING_FILES, partition=client,
+                                                      metadata=landing_metadata(result, lags.get(client))))
+        elif isinstance(result, LandingBusy):
+            context.log.warning(str(result))  # another writer has it: it is being landed
+        else:
+            failed[client] = repr(result)
+    if failed:
+        raise dg.Failure(description=f"landing failed for {len(failed)} of {len(results)} clients",
+                         metadata={"failed": dg.MetadataValue.json(failed)})
+
+
+@dg.job(name=LANDING_JOB, tags={"dw/stage": "landing"},
+        description="Land a group of clients (run config lists them); started by the landing lag sensor.")
+def landing_batch_job() -> None:
+    land_client_batch()
+
+
+def in_flight_landing(instance: dg.DagsterInstance) -> tuple[set[int], set[str]]:
+    """Shards with a landing run queued or running, and clients being landed by any such run."""
+    shards: set[int] = set()
+    clients: set[str] = set()
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
+        tags = run.tags
+        if SHARD_TAG in tags:
+            shards.add(int(tags[SHARD_TAG]))
+            clients.update(c for c in tags.get(CLIENTS_TAG, "").split(",") if c)
+        elif run.asset_selection and LANDING_FILES in run.asset_selection and "dagster/partition" in tags:
+            clients.add(tags["dagster/partition"])
+    return shards, clients
+
+
+def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source: ClientSource | None = None,
+                             thresholds: LagThresholds = LagThresholds(),
+                             max_clients_per_run: int = DEFAULT_CLIENTS_PER_RUN, shards: int = DEFAULT_SHARDS,
+                             max_runs_per_tick: int | None = None, minimum_interval_seconds: int = 15,
+                             default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+                             ) -> dg.SensorDefinition:
+    """The Kafka-lag sensor; `client_source` (settings -> {client: production db}) defaults to the registry."""
+    source = client_source or registry_clients
+
+    @dg.sensor(name=name, job=landing_batch_job, minimum_interval_seconds=minimum_interval_seconds,
+               default_status=default_status,
+               description=f"Every {minimum_interval_seconds}s: landing lag of all active clients; starts "
+                           f"{LANDING_JOB} for clients at >= {thresholds.records} records or "
+                           f">= {thresholds.age_seconds:g}s behind, up to {max_clients_per_run} per run.")
+    def _sensor(context: dg.SensorEvaluationContext, dw: DwSettings) -> dg.SensorResult | dg.SkipReason:
+        started = time.perf_counter()
+        settings = dw.load()
+        try:
+            clients = dict(source(settings))
+        except ImportError:
+            return dg.SkipReason("the client registry is not available yet")
+        if not clients:
+            return dg.SkipReason("no active clients")
+        lags = measure_lag(settings, clients)
+        busy_shards, busy_clients = in_flight_landing(context.instance)
+        plan = plan_landing_runs(lags, thresholds, max_clients_per_run=max_clients_per_run, shards=shards,
+                                 busy_shards=busy_shards, busy_clients=busy_clients, max_runs=max_runs_per_tick,
+                                 now_s=time.time())
+        requests = [
+            dg.RunRequest(
+                run_key=run.run_key,
+                run_config={"ops": {"land_client_batch": {"config": {
+                    "clients": list(run.clients),
+                    "databases": {c: d for c, d in run.databases.items() if d != c}}}}},
+                tags={SHARD_TAG: str(run.shard), CLIENTS_TAG: ",".join(run.clients), "dw/stage": "landing"},
+            )
+            for run in plan
+        ]
+        known = set(context.instance.get_dynamic_partitions(clients_partitions.name))
+        missing = sorted(set(clients) - known)
+        due = sum(1 for lag in lags.values() if thresholds.due(lag))
+        elapsed = time.perf_counter() - started
+        context.log.info(f"landing lag: {len(clients)} clients, {due} due, {len(requests)} runs requested, "
+                         f"busy shards {sorted(busy_shards)}, {elapsed:.2f}s")
+        cursor = json.dumps({"at": round(time.time(), 3), "clients": len(clients), "due": due,
+                             "requested": [r.run_key for r in requests], "tick_s": round(elapsed, 3)})
+        partitions = [clients_partitions.build_add_request(missing)] if missing else None
+        if not requests:
+            return dg.SensorResult(skip_reason=dg.SkipReason(
+                f"{due} of {len(clients)} clients due, none startable (busy shards: {sorted(busy_shards)})"
+                if due else f"no client over the lag thresholds ({len(clients)} checked)"),
+                cursor=cursor, dynamic_partitions_requests=partitions)
+        return dg.SensorResult(run_requests=requests, cursor=cursor, dynamic_partitions_requests=partitions)
+
+    return _sensor
+
+
+landing_lag_sensor = build_landing_lag_sensor()
+
+__all__ = ["landing_files", "landing_batch_job", "landing_lag_sensor", "build_landing_lag_sensor", "landing_shard"]
