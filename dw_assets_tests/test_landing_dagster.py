@@ -7,7 +7,7 @@ import dagster as dg
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dw_assets.contracts import data_topic, dlq_topic
-from dw_assets.defs.landing import LANDING_FILES, landing_batch_job, landing_files
+from dw_assets.defs.landing import LANDING_FILES, ingest_batch_job, landing_files
 from dw_assets.landing import measure_lag, open_store
 from dw_assets.landing.sample_events import create_topics, envelope
 from dw_assets.partitions import clients_partitions
@@ -72,8 +72,8 @@ def test_batch_job_lands_several_clients_and_records_partition_materializations(
     for c in clients:
         produce_changes(stack_settings, c, ["orders"], 50)
     instance = dg.DagsterInstance.ephemeral()
-    result = landing_batch_job.execute_in_process(
-        run_config={"ops": {"land_client_batch": {"config": {"clients": clients}}}}, instance=instance,
+    result = ingest_batch_job.execute_in_process(
+        run_config={"ops": {"ingest_client_batch": {"config": {"clients": clients, "apply": False}}}}, instance=instance,
         resources={"dw": DwSettings(home=str(stack_settings.home))})
     assert result.success
     events = instance.fetch_materializations(LANDING_FILES, limit=10).records

@@ -13,10 +13,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from dw_assets.contracts import data_topic, landing_group
 from dw_assets.defs.landing import (
     CLIENTS_TAG,
-    LANDING_JOB,
+    INGEST_JOB,
     SHARD_TAG,
     build_landing_lag_sensor,
-    landing_batch_job,
+    ingest_batch_job,
 )
 from dw_assets.landing import land_client, measure_lag
 from dw_assets.landing.run_planning import LagThresholds
@@ -90,7 +90,7 @@ def test_sensor_requests_runs_only_for_lagging_clients_in_groups(stack_settings:
     runs = result.run_requests
     # One shard: one run per tick with the K=2 most urgent lagging clients; never a landed one.
     assert len(runs) == 1
-    requested = runs[0].run_config["ops"]["land_client_batch"]["config"]["clients"]
+    requested = runs[0].run_config["ops"]["ingest_client_batch"]["config"]["clients"]
     assert len(requested) == 2 and set(requested) <= set(lagging)
     assert runs[0].tags[SHARD_TAG] == "0" and runs[0].tags[CLIENTS_TAG] == ",".join(requested)
     assert sorted(result.dynamic_partitions_requests[0].partition_keys) == sorted(clients)
@@ -98,7 +98,7 @@ def test_sensor_requests_runs_only_for_lagging_clients_in_groups(stack_settings:
     # Same state: same run key (Dagster drops the repeat). With the run in flight the shard is left alone.
     with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
         assert sensor(ctx).run_requests[0].run_key == runs[0].run_key
-    instance.create_run_for_job(landing_batch_job, run_config=runs[0].run_config, tags=runs[0].tags,
+    instance.create_run_for_job(ingest_batch_job, run_config=runs[0].run_config, tags=runs[0].tags,
                                 status=dg.DagsterRunStatus.STARTED)
     with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
         busy = sensor(ctx)
@@ -109,8 +109,8 @@ def test_sensor_requests_runs_only_for_lagging_clients_in_groups(stack_settings:
                                     max_clients_per_run=2, shards=64, name="wide")
     with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as ctx:
         wide_runs = wide(ctx).run_requests
-    planned = [c for r in wide_runs for c in r.run_config["ops"]["land_client_batch"]["config"]["clients"]]
-    assert sorted(planned) == lagging and all(r.job_name in (None, LANDING_JOB) for r in wide_runs)
+    planned = [c for r in wide_runs for c in r.run_config["ops"]["ingest_client_batch"]["config"]["clients"]]
+    assert sorted(planned) == lagging and all(r.job_name in (None, INGEST_JOB) for r in wide_runs)
 
 
 @pytest.mark.slow

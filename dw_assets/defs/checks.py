@@ -5,9 +5,6 @@ The logic lives in `dw_assets.checks`; every check sends its findings through `c
 client and change, plus one when it resolves) and never fails because alerting failed.
 """
 
-import importlib
-import pkgutil
-from typing import Iterator
 
 import dagster as dg
 
@@ -147,35 +144,6 @@ def _silver_check_defs(table: str) -> list[dg.AssetChecksDefinition]:
     return [silver_matches_source, silver_fresh]
 
 
-def _defined_silver_keys() -> set[dg.AssetKey]:
-    """silver/<table> asset keys defined by the other modules of `dw_assets.defs`.
-
-    Checks on an undefined asset would make Dagster invent an ungrouped stub asset, so the silver checks attach
-    only to silver assets that exist (the lakehouse stage defines them).
-    """
-    import dw_assets.defs as defs_pkg
-
-    keys: set[dg.AssetKey] = set()
-    for mod in pkgutil.walk_packages(defs_pkg.__path__, defs_pkg.__name__ + "."):
-        if mod.name in (__name__, f"{defs_pkg.__name__}.checks"):
-            continue
-        for obj in vars(importlib.import_module(mod.name)).values():
-            for item in _assets_in(obj):
-                keys |= {k for k in item.keys if k.path[:1] == ["silver"]}
-    return keys
-
-
-def _assets_in(obj: object) -> Iterator[dg.AssetsDefinition]:
-    if isinstance(obj, dg.AssetsDefinition):
-        yield obj
-    elif type(obj) in (list, tuple):  # exact types: Dagster records subclass NamedTuple and refuse iteration
-        for o in obj:
-            if isinstance(o, dg.AssetsDefinition):
-                yield o
-    elif isinstance(obj, dg.Definitions):
-        yield from (a for a in (obj.assets or []) if isinstance(a, dg.AssetsDefinition))
-
-
 # ---- schema checks for every client, without materializing ------------------------------------------------
 
 schema_checks_job = dg.define_asset_job(
@@ -225,9 +193,8 @@ def drift_summary_asset(dw: DwSettings) -> dg.MaterializeResult:
 
 @dg.definitions
 def checks_definitions() -> dg.Definitions:
-    silver_keys = _defined_silver_keys()
-    silver_checks = [c for t in load_model().tables if dg.AssetKey(["silver", t.name]) in silver_keys
-                     for c in _silver_check_defs(t.name)]
+    # The lakehouse defines silver/<table> for every model table (dw_assets/defs/lakehouse.py).
+    silver_checks = [c for t in load_model().tables for c in _silver_check_defs(t.name)]
     return dg.Definitions(
         assets=[production_schema, drift_summary_asset],
         asset_checks=[production_conforms_to_model, staging_matches_production, *silver_checks],

@@ -45,15 +45,18 @@ def _specs(model: StandardModel) -> list[dg.AssetSpec]:
     return specs
 
 
-def _results(settings: Settings, client: str, model: StandardModel, tables: dict[str, TableApply]) -> Iterator[dg.MaterializeResult]:
+def lake_materializations(settings: Settings, client: str, model: StandardModel,
+                          tables: dict[str, TableApply]) -> Iterator[tuple[dg.AssetKey, dict]]:
+    """(asset key, metadata) of every bronze/silver/history table a client's apply updated; shared by the
+    partitioned `lake_apply` step and the multi-client ingest job."""
     for t in model.tables:
         r = tables.get(t.name) or TableApply(t.name)
         if not r.ok:
             continue
-        yield dg.MaterializeResult(asset_key=["bronze", t.name], metadata={
-            "rows_appended": r.bronze_rows, **{f"table_{k}": v for k, v in table_facts(settings, "bronze", client, t.name).items()}})
+        yield dg.AssetKey(["bronze", t.name]), {
+            "rows_appended": r.bronze_rows, **{f"table_{k}": v for k, v in table_facts(settings, "bronze", client, t.name).items()}}
         silver = read_delta(settings, "silver", client, t.name)
-        yield dg.MaterializeResult(asset_key=["silver", t.name], metadata={
+        yield dg.AssetKey(["silver", t.name]), {
             "events_applied": r.events, "rows_inserted": r.silver.inserted, "rows_updated": r.silver.updated,
             "rows_deleted": r.silver.deleted, "changes_ignored": r.silver.ignored,
             "rows_truncated": r.truncated_rows, "rows": silver.num_rows,
@@ -62,12 +65,17 @@ def _results(settings: Settings, client: str, model: StandardModel, tables: dict
             **({"latest_source_ts": dg.MetadataValue.timestamp(r.latest_source_ts_ms / 1000)}
                if r.latest_source_ts_ms else {}),
             "preview": dg.MetadataValue.md(preview_markdown(silver, PREVIEW_ROWS)),
-        })
+        }
         if t.options.scd2:
             h = r.history
-            yield dg.MaterializeResult(asset_key=["silver_history", t.name], metadata={
+            yield dg.AssetKey(["silver_history", t.name]), {
                 "versions_inserted": h.inserted if h else 0, "versions_updated": h.updated if h else 0,
-                **{f"table_{k}": v for k, v in table_facts(settings, "silver_history", client, t.name).items()}})
+                **{f"table_{k}": v for k, v in table_facts(settings, "silver_history", client, t.name).items()}}
+
+
+def _results(settings: Settings, client: str, model: StandardModel, tables: dict[str, TableApply]) -> Iterator[dg.MaterializeResult]:
+    for key, metadata in lake_materializations(settings, client, model, tables):
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
 
 
 def _lake_apply_asset(model: StandardModel) -> dg.AssetsDefinition:

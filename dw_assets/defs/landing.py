@@ -1,8 +1,12 @@
-"""Dagster layer of landing: the client-partitioned `landing/landing_files` asset, a multi-client landing job and
-the Kafka-lag sensor that starts it.
+"""Dagster layer of landing: the client-partitioned `landing/landing_files` asset, the multi-client ingest job
+(land, then gate on schema conformance and apply to bronze/silver, per client) and the Kafka-lag sensor that
+starts it.
 
 The sensor packs lagging clients into runs of up to K clients, one run per shard at a time (tag `dw/landing-shard`,
-limited to one run per value in dagster.yaml), so hundreds of clients never mean hundreds of runs per tick.
+limited to one run per value in dagster.yaml), so hundreds of clients never mean hundreds of runs per tick. One
+run lands and applies its clients: a run costs seconds of process start-up on two cores, so landing and apply in
+separate runs would double that; a client with a breaking schema difference is skipped without stopping the
+others in the same run.
 """
 
 import json
@@ -28,7 +32,8 @@ from dw_assets.settings import Settings
 
 LANDING_FILES = dg.AssetKey(["landing", "landing_files"])
 CDC_TOPICS = dg.AssetKey(["cdc", "cdc_topics"])
-LANDING_JOB = "landing_batch_job"
+PRODUCTION_SCHEMA = dg.AssetKey(["sources", "production_schema"])
+INGEST_JOB = "ingest_batch_job"
 SHARD_TAG = "dw/landing-shard"  # one landing run per shard at a time (dagster.yaml tag_concurrency_limits)
 CLIENTS_TAG = "dw/landing-clients"  # comma-separated, for humans and for the sensor's in-flight check
 CLIENT_TAG = "dw/client"
@@ -102,16 +107,50 @@ def landing_files(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.Mater
     return dg.MaterializeResult(metadata=landing_metadata(report, _lag_after(settings, client, database)))
 
 
-class LandingBatchConfig(dg.Config):
+class IngestBatchConfig(dg.Config):
     clients: list[str]
     databases: dict[str, str] = {}  # client -> production database, where it is not the client's name
     parallel: int = DEFAULT_PARALLEL
+    apply: bool = True  # also apply the landed files to bronze/silver (False: landing only)
+
+
+def _apply_clients(context: dg.OpExecutionContext, settings: Settings, databases: Mapping[str, str]) -> dict[str, str]:
+    """Gate each client on schema conformance, then apply its landing files; returns {client: why it failed}."""
+    from dw_assets.checks.conformance import production_conformance
+    from dw_assets.checks.schema_diff import differences_markdown
+    from dw_assets.defs.lakehouse import lake_materializations
+    from dw_assets.lakehouse.apply import apply_client
+    from dw_assets.model import load_model
+
+    model = load_model(settings.model_path)
+    failed: dict[str, str] = {}
+    for client, database in databases.items():
+        conformance = production_conformance(settings, client)
+        # The same check the single-client runs evaluate as a blocking asset check, recorded per client here:
+        # in a run of several clients a blocking check would stop all of them.
+        context.log_event(dg.AssetCheckEvaluation(
+            asset_key=PRODUCTION_SCHEMA, check_name="production_conforms_to_model", partition=client,
+            passed=conformance.conforming, severity=dg.AssetCheckSeverity.ERROR, blocking=True,
+            metadata={"breaking": len(conformance.breaking),
+                      "differences": dg.MetadataValue.md(differences_markdown(conformance.breaking))}))
+        if not conformance.conforming:
+            failed[client] = f"{len(conformance.breaking)} breaking schema difference(s): silver not updated"
+            context.log.error(f"{client}: {failed[client]}")
+            continue
+        result = apply_client(settings, client, model, database=database)
+        for key, metadata in lake_materializations(settings, client, model, result.tables):
+            context.log_event(dg.AssetMaterialization(asset_key=key, partition=client, metadata=metadata))
+        context.log.info(f"{client}: applied {result.events} event(s) from {result.files} file(s) "
+                         f"in {result.seconds:.2f} s")
+        if result.failed:
+            failed[client] = "; ".join(f"{t}: {e}" for t, e in result.failed.items())
+    return failed
 
 
 @dg.op(tags={"dw/stage": "landing"},
-       description="Land several clients up to their current end offsets; records a landing_files "
-                   "materialization per client.")
-def land_client_batch(context: dg.OpExecutionContext, config: LandingBatchConfig, dw: DwSettings) -> None:
+       description="Land several clients up to their current end offsets, then apply each to bronze/silver; "
+                   "records landing_files, bronze and silver materializations per client.")
+def ingest_client_batch(context: dg.OpExecutionContext, config: IngestBatchConfig, dw: DwSettings) -> None:
     settings = dw.load()
     databases = {c: config.databases.get(c, c) for c in config.clients}
     results = land_clients(settings, databases, parallel=config.parallel)
@@ -129,15 +168,19 @@ def land_client_batch(context: dg.OpExecutionContext, config: LandingBatchConfig
             context.log.warning(str(result))  # another writer has it: it is being landed
         else:
             failed[client] = repr(result)
+    if config.apply:
+        landed = {c: d for c, d in databases.items() if c not in failed}
+        failed.update(_apply_clients(context, settings, landed))
     if failed:
-        raise dg.Failure(description=f"landing failed for {len(failed)} of {len(results)} clients",
+        # Raised after every other client was landed and applied: one client's failure stops only itself.
+        raise dg.Failure(description=f"ingest failed for {len(failed)} of {len(results)} clients",
                          metadata={"failed": dg.MetadataValue.json(failed)})
 
 
-@dg.job(name=LANDING_JOB, tags={"dw/stage": "landing"},
-        description="Land a group of clients (run config lists them); started by the landing lag sensor.")
-def landing_batch_job() -> None:
-    land_client_batch()
+@dg.job(name=INGEST_JOB, tags={"dw/stage": "landing"},
+        description="Land and apply a group of clients (run config lists them); started by the Kafka-lag sensor.")
+def ingest_batch_job() -> None:
+    ingest_client_batch()
 
 
 def in_flight_landing(instance: dg.DagsterInstance) -> tuple[set[int], set[str]]:
@@ -163,10 +206,10 @@ def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source:
     """The Kafka-lag sensor; `client_source` (settings -> {client: production db}) defaults to the registry."""
     source = client_source or registry_clients
 
-    @dg.sensor(name=name, job=landing_batch_job, minimum_interval_seconds=minimum_interval_seconds,
+    @dg.sensor(name=name, job=ingest_batch_job, minimum_interval_seconds=minimum_interval_seconds,
                default_status=default_status,
                description=f"Every {minimum_interval_seconds}s: landing lag of all active clients; starts "
-                           f"{LANDING_JOB} for clients at >= {thresholds.records} records or "
+                           f"{INGEST_JOB} for clients at >= {thresholds.records} records or "
                            f">= {thresholds.age_seconds:g}s behind, up to {max_clients_per_run} per run.")
     def _sensor(context: dg.SensorEvaluationContext, dw: DwSettings) -> dg.SensorResult | dg.SkipReason:
         started = time.perf_counter()
@@ -185,7 +228,7 @@ def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source:
         requests = [
             dg.RunRequest(
                 run_key=run.run_key,
-                run_config={"ops": {"land_client_batch": {"config": {
+                run_config={"ops": {"ingest_client_batch": {"config": {
                     "clients": list(run.clients),
                     "databases": {c: d for c, d in run.databases.items() if d != c}}}}},
                 tags={SHARD_TAG: str(run.shard), CLIENTS_TAG: ",".join(run.clients), "dw/stage": "landing"},
@@ -213,4 +256,4 @@ def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source:
 
 landing_lag_sensor = build_landing_lag_sensor()
 
-__all__ = ["landing_files", "landing_batch_job", "landing_lag_sensor", "build_landing_lag_sensor", "landing_shard"]
+__all__ = ["landing_files", "ingest_batch_job", "landing_lag_sensor", "build_landing_lag_sensor", "landing_shard"]
