@@ -120,6 +120,12 @@ def _pipeline_api():
     return CaptureOptions, CaptureService, fixed_source, apply_client, land_client, run_workload
 
 
+# Continuous landing tuned for freshness: a busy partition never goes idle, so age bounds the file.
+from dw_assets.landing import FlushPolicy  # noqa: E402
+
+FRESH = FlushPolicy(idle_seconds=1.0, max_age_seconds=2.0)
+
+
 @pytest.mark.slow
 def test_no_false_alarms_under_a_running_workload(stack_settings, tmp_path):
     """1,000 changes/s through CDC -> Kafka -> landing -> apply; 5 reconciliations during it must all pass."""
@@ -147,7 +153,7 @@ def test_no_false_alarms_under_a_running_workload(stack_settings, tmp_path):
             apply_client(settings, client)
             stop.wait(0.5)
 
-    threads = [guarded(capture.run), guarded(lambda: land_client(settings, client, bounded=False, stop=stop)),
+    threads = [guarded(capture.run), guarded(lambda: land_client(settings, client, bounded=False, stop=stop, policy=FRESH)),
                guarded(apply_loop)]
     for t in threads:
         t.start()
