@@ -24,9 +24,11 @@ def test_specs_follow_the_model():
         assert (dg.AssetKey(["silver_history", t.name]) in keys) == t.options.scd2
 
 
-def test_apply_asset_materializes_all_tables(tmp_path: Path):
+def test_apply_asset_materializes_all_tables(tmp_path: Path, stack_settings):
     model = tiny_model(tmp_path)
     client = unique_client("lkdg")
+    # The asset looks the client's production database up in the registry of the stack's MariaDB.
+    (tmp_path / "stack.json").write_text(stack_settings.state_file.read_text())
     settings = load_settings(env={}, home=tmp_path)
     feed = LandingFeed(settings, client, KEYS)
     feed.write("accounts", feed.events("accounts", [("c", account(1)), ("c", account(2)), ("d", {"account_id": 1})]))

@@ -67,7 +67,7 @@ def production_conformance(settings: Settings, client: str | ClientDatabases,
                            model: StandardModel | None = None) -> ConformanceResult:
     """Production schema vs the model; the DDL makes production match the model."""
     dbs = client if isinstance(client, ClientDatabases) else client_databases(settings, client)
-    model = model or load_model()
+    model = model or load_model(settings.model_path)
     reference = snapshot_from_model(model)
     snap, missing = _snapshot_or_empty(settings, dbs.production_db)
     diffs = diff_schemas(reference, snap, target_db=dbs.production_db)

@@ -67,7 +67,7 @@ def checked_clients(settings: Settings) -> list[ClientDatabases]:
 
 def drift_report(settings: Settings, clients: list[str] | None = None, model: StandardModel | None = None
                  ) -> list[ClientDrift]:
-    model = model or load_model()
+    model = model or load_model(settings.model_path)
     targets: list[str | ClientDatabases] = list(clients) if clients else list(checked_clients(settings))
     return [client_drift(settings, c, model) for c in targets]
 

@@ -38,7 +38,7 @@ class FreshnessResult:
 
 
 def applied_ts_by_table(settings: Settings, client: str, model: StandardModel | None = None) -> dict[str, int | None]:
-    model = model or load_model()
+    model = model or load_model(settings.model_path)
     out: dict[str, int | None] = {}
     for t in model.tables:
         dt = silver_tables.open_silver(settings, client, t.name)

@@ -228,7 +228,7 @@ def reconcile(settings: Settings, client: str | ClientDatabases, model: Standard
     timestamps have 1-second resolution, hence the extra second in the target.
     """
     dbs = client if isinstance(client, ClientDatabases) else client_databases(settings, client)
-    model = model or load_model()
+    model = model or load_model(settings.model_path)
     plans, results = plan_tables(settings, dbs, model, tables)
     if not plans:
         return ReconciliationResult(dbs.client, results, 0, None)

@@ -18,7 +18,7 @@ from dw_assets.checks.schema_snapshot import SnapshotError, snapshot_database
 from dw_assets.model import load_model
 from dw_assets.partitions import clients_partitions
 from dw_assets.resources import DwSettings
-from dw_assets.settings import Settings
+from dw_assets.settings import Settings, load_settings
 
 PRODUCTION_SCHEMA = dg.AssetKey(["sources", "production_schema"])
 DRIFT_SUMMARY = dg.AssetKey(["checks", "drift_summary"])
@@ -194,7 +194,7 @@ def drift_summary_asset(dw: DwSettings) -> dg.MaterializeResult:
 @dg.definitions
 def checks_definitions() -> dg.Definitions:
     # The lakehouse defines silver/<table> for every model table (dw_assets/defs/lakehouse.py).
-    silver_checks = [c for t in load_model().tables for c in _silver_check_defs(t.name)]
+    silver_checks = [c for t in load_model(load_settings().model_path).tables for c in _silver_check_defs(t.name)]
     return dg.Definitions(
         assets=[production_schema, drift_summary_asset],
         asset_checks=[production_conforms_to_model, staging_matches_production, *silver_checks],

@@ -11,6 +11,7 @@ from typing import Iterator
 
 import dagster as dg
 
+from dw_assets.checks.conformance import client_databases
 from dw_assets.lakehouse.apply import TableApply, apply_client
 from dw_assets.lakehouse.maintenance import DEFAULT_RETENTION_HOURS, maintain_lake
 from dw_assets.lakehouse.paths import read_delta
@@ -18,7 +19,7 @@ from dw_assets.lakehouse.table_info import preview_markdown, table_facts
 from dw_assets.model import StandardModel, load_model
 from dw_assets.partitions import clients_partitions
 from dw_assets.resources import DwSettings
-from dw_assets.settings import Settings
+from dw_assets.settings import Settings, load_settings
 
 LANDING_FILES = dg.AssetKey(["landing", "landing_files"])
 PRODUCTION_SCHEMA = dg.AssetKey(["sources", "production_schema"])  # its blocking check gates the apply
@@ -84,7 +85,7 @@ def _lake_apply_asset(model: StandardModel) -> dg.AssetsDefinition:
     def lake_apply(context: dg.AssetExecutionContext, dw: DwSettings) -> Iterator[dg.MaterializeResult]:
         settings = dw.load()
         client = context.partition_key
-        result = apply_client(settings, client, model)
+        result = apply_client(settings, client, model, database=client_databases(settings, client).production_db)
         context.log.info(f"{client}: batch {result.batch}, {result.files} file(s), {result.events} event(s) "
                          f"in {result.seconds:.2f} s {result.timings}")
         yield from _results(settings, client, model, result.tables)
@@ -122,5 +123,5 @@ lake_maintenance_schedule = dg.ScheduleDefinition(
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[_lake_apply_asset(load_model())], jobs=[lake_maintenance],
+    return dg.Definitions(assets=[_lake_apply_asset(load_model(load_settings().model_path))], jobs=[lake_maintenance],
                           schedules=[lake_maintenance_schedule])

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import dagster as dg
 
+from dw_assets.checks.conformance import client_databases
 from dw_assets.landing.client_lock import LandingBusy
 from dw_assets.landing.lag import ClientLag, measure_lag
 from dw_assets.landing.run_planning import (
@@ -98,7 +99,7 @@ def _lag_after(settings: Settings, client: str, database: str) -> ClientLag | No
 def landing_files(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:
     settings = dw.load()
     client = context.partition_key
-    database = client  # convention: a client's production database carries its name
+    database = client_databases(settings, client).production_db
     try:
         report = land_client(settings, client, database=database)
     except LandingBusy as e:

@@ -84,7 +84,7 @@ def apply_client(settings: Settings, client: str, model: StandardModel | None = 
     `source_schema` types new columns (default: the source's information_schema).
     """
     started = time.perf_counter()
-    model = model or load_model()
+    model = model or load_model(settings.model_path)
     database = database or client
     now = datetime.now(timezone.utc)
     result = ApplyResult(client, 0)

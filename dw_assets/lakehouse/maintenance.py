@@ -90,7 +90,7 @@ def maintain_client(settings: Settings, client: str, model: StandardModel | None
                     retention_hours: int = DEFAULT_RETENTION_HOURS, z_order_by_key: bool = False,
                     tombstone_retention_hours: int = DEFAULT_TOMBSTONE_RETENTION_HOURS) -> ClientMaintenance:
     """Maintain every lake table of one client (data layers and bookkeeping)."""
-    model = model or load_model()
+    model = model or load_model(settings.model_path)
     result = ClientMaintenance(client)
     for t in model.tables:
         expire_tombstones(settings, client, t.name, tombstone_retention_hours)

@@ -43,7 +43,7 @@ def build_portfolio_reports(settings: Settings, clients: Sequence[str], reports:
 def build_reports(settings: Settings, clients: Sequence[str], portfolio: bool = True,
                   reports: Iterable[str] | None = None, model: StandardModel | None = None) -> BuildSummary:
     """Every client's reports, then (optionally) the portfolio over the clients that had data, then the index."""
-    model = model or load_model()
+    model = model or load_model(settings.model_path)
     wanted = list(reports) if reports is not None else None
     summary = BuildSummary()
     for client in clients:

@@ -106,7 +106,7 @@ class ReportEngine:
 
     def __init__(self, settings: Settings, scope: Scope, model: StandardModel | None = None,
                  source_ts_column: str = DEFAULT_SOURCE_TS_COLUMN, threads: int | None = None):
-        self.settings, self.scope, self.model = settings, scope, model or load_model()
+        self.settings, self.scope, self.model = settings, scope, model or load_model(settings.model_path)
         self.source_ts_column = source_ts_column
         self.con = duckdb.connect()
         # Report dates come from naive DATETIME columns; pin the session zone so TIMESTAMP (UTC) columns agree.

@@ -174,7 +174,7 @@ def write_synthetic_lake(settings: Settings, clients: Sequence[str], fact_rows: 
 
     A marker file records what was written: a second call with the same parameters reuses the lake.
     """
-    model = model or load_model()
+    model = model or load_model(settings.model_path)
     wanted = [t for t in model.tables if t.name in set(tables)]
     # Parents of wanted tables are generated too (keys and child counts derive from them) but not written.
     needed = {t.name for t in wanted}

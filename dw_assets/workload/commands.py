@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     try:
         names = client_names(args.clients)  # validated before anything connects to the database
-        model = load_model()
+        model = load_model(settings.model_path)
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} rows"),
                       TimeElapsedColumn(), console=Console(stderr=True)) as bar:
             task = bar.add_task("seeding", total=len(names) * args.rows_per_client)

@@ -261,7 +261,7 @@ def seed_clients(settings: Settings, clients: str | int | Sequence[str], rows_pe
     names = client_names(clients)
     if rows_per_client < 1:
         raise GeneratorError("rows_per_client must be >= 1")
-    model = model or load_model()
+    model = model or load_model(settings.model_path)
     results = []
     with db.connection(settings) as conn:
         if not replace:
