@@ -111,6 +111,11 @@ class Settings:
     model_path: str | None = None  # None = the shipped standard model
     alert_webhook_url: str | None = None  # check alerts are POSTed here (JSON, or Slack's payload)
     alert_payload_format: str = "json"  # json | slack
+    # Kafka-lag sensor: land a client at this many unlanded records or this age of its oldest one (seconds),
+    # packing clients into this many shards (one landing run per shard at a time).
+    landing_lag_records: int = 10_000
+    landing_lag_seconds: float = 30.0
+    landing_shards: int = 16
 
     # ---- derived locations -------------------------------------------------------------------------------
     @property
@@ -143,6 +148,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
 
 
 def parse_mariadb_url(url: str, var: str) -> dict[str, Any]:
@@ -227,4 +242,7 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         model_path=env.get("DW_MODEL_PATH") or None,
         alert_webhook_url=env.get("DW_ALERT_WEBHOOK_URL") or None,
         alert_payload_format=env.get("DW_ALERT_PAYLOAD_FORMAT", "json"),
+        landing_lag_records=_int(env, "DW_LANDING_LAG_RECORDS", 10_000),
+        landing_lag_seconds=_float(env, "DW_LANDING_LAG_SECONDS", 30.0),
+        landing_shards=_int(env, "DW_LANDING_SHARDS", 16),
     )

@@ -16,6 +16,8 @@ def test_definitions_load_with_in_process_executor():
     for spec in d.resolve_all_asset_specs():
         assert spec.group_name and spec.group_name != "default", f"{spec.key} has no stage group"
         assert spec.description, f"{spec.key} has no description"
+        assert spec.owners, f"{spec.key} has no owner"
+        assert spec.kinds, f"{spec.key} has no kinds"
 
 
 def test_dg_check_defs_is_clean():

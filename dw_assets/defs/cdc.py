@@ -15,6 +15,7 @@ from dw_assets.resources import DwSettings
     group_name="cdc",
     kinds={"mariadb", "kafka"},
     partitions_def=clients_partitions,
+    owners=["team:data-platform"],
     description="Debezium-format change topics `<prefix>.<db>.<table>` of one client, caught up to the binlog end.",
 )
 def cdc_topics(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:

@@ -28,7 +28,7 @@ RECONCILE_ROUNDS, RECONCILE_SETTLE_SECONDS = 3, 5.0
 
 
 @dg.asset(
-    key=PRODUCTION_SCHEMA, group_name="sources", kinds={"mariadb"}, partitions_def=clients_partitions,
+    key=PRODUCTION_SCHEMA, group_name="sources", owners=["team:data-platform"], kinds={"mariadb"}, partitions_def=clients_partitions,
     description="The client's production schema read from information_schema (least-privilege cdc role). "
                 "Bronze and silver depend on it, so its blocking conformance check gates them per client.",
 )
@@ -175,7 +175,7 @@ def schema_checks_sensor(context: dg.SensorEvaluationContext, dw: DwSettings) ->
 
 
 @dg.asset(
-    key=DRIFT_SUMMARY, group_name="checks", kinds={"mariadb"},
+    key=DRIFT_SUMMARY, group_name="checks", owners=["team:data-platform"], kinds={"mariadb"},
     description="Cross-client schema drift: how many clients on which model version, and how many conform.",
 )
 def drift_summary_asset(dw: DwSettings) -> dg.MaterializeResult:

@@ -24,23 +24,24 @@ from dw_assets.settings import Settings, load_settings
 LANDING_FILES = dg.AssetKey(["landing", "landing_files"])
 PRODUCTION_SCHEMA = dg.AssetKey(["sources", "production_schema"])  # its blocking check gates the apply
 PREVIEW_ROWS = 10
+OWNERS = ["team:data-platform"]
 
 
 def _specs(model: StandardModel) -> list[dg.AssetSpec]:
     specs = []
     for t in model.tables:
         specs.append(dg.AssetSpec(
-            ["bronze", t.name], group_name="bronze", kinds={"delta"}, partitions_def=clients_partitions,
+            ["bronze", t.name], group_name="bronze", kinds={"delta"}, partitions_def=clients_partitions, owners=OWNERS,
             deps=[LANDING_FILES, PRODUCTION_SCHEMA], skippable=True,
             description=f"Every change event of {t.name} (JSON row images), exactly once per landing file."))
         specs.append(dg.AssetSpec(
-            ["silver", t.name], group_name="silver", kinds={"delta"}, partitions_def=clients_partitions,
+            ["silver", t.name], group_name="silver", kinds={"delta"}, partitions_def=clients_partitions, owners=OWNERS,
             deps=[dg.AssetKey(["bronze", t.name])], skippable=True,
             description=f"Current state of {t.name}: ordered MERGE by binlog position, deletes and truncates "
                         "applied, change data feed " + ("on." if t.options.change_data_feed else "off.")))
         if t.options.scd2:
             specs.append(dg.AssetSpec(
-                ["silver_history", t.name], group_name="silver", kinds={"delta"}, partitions_def=clients_partitions,
+                ["silver_history", t.name], group_name="silver", kinds={"delta"}, partitions_def=clients_partitions, owners=OWNERS,
                 deps=[dg.AssetKey(["bronze", t.name])], skippable=True,
                 description=f"SCD type 2 history of {t.name}: valid_from/valid_to/is_current per key version."))
     return specs

@@ -199,22 +199,26 @@ def in_flight_landing(instance: dg.DagsterInstance) -> tuple[set[int], set[str]]
 
 
 def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source: ClientSource | None = None,
-                             thresholds: LagThresholds = LagThresholds(),
-                             max_clients_per_run: int = DEFAULT_CLIENTS_PER_RUN, shards: int = DEFAULT_SHARDS,
+                             thresholds: LagThresholds | None = None,
+                             max_clients_per_run: int = DEFAULT_CLIENTS_PER_RUN, shards: int | None = None,
                              max_runs_per_tick: int | None = None, minimum_interval_seconds: int = 15,
                              default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
                              ) -> dg.SensorDefinition:
     """The Kafka-lag sensor; `client_source` (settings -> {client: production db}) defaults to the registry."""
     source = client_source or registry_clients
+    # None: from the settings at each tick (DW_LANDING_LAG_RECORDS / DW_LANDING_LAG_SECONDS / DW_LANDING_SHARDS).
+    shown = thresholds or LagThresholds()
 
     @dg.sensor(name=name, job=ingest_batch_job, minimum_interval_seconds=minimum_interval_seconds,
                default_status=default_status,
                description=f"Every {minimum_interval_seconds}s: landing lag of all active clients; starts "
-                           f"{INGEST_JOB} for clients at >= {thresholds.records} records or "
-                           f">= {thresholds.age_seconds:g}s behind, up to {max_clients_per_run} per run.")
+                           f"{INGEST_JOB} for clients at >= {shown.records} records or "
+                           f">= {shown.age_seconds:g}s behind (defaults; DW_LANDING_LAG_* override), up to {max_clients_per_run} per run.")
     def _sensor(context: dg.SensorEvaluationContext, dw: DwSettings) -> dg.SensorResult | dg.SkipReason:
         started = time.perf_counter()
         settings = dw.load()
+        th = thresholds or LagThresholds(settings.landing_lag_records, settings.landing_lag_seconds)
+        n_shards = shards or settings.landing_shards
         try:
             clients = dict(source(settings))
         except ImportError:
@@ -223,7 +227,7 @@ def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source:
             return dg.SkipReason("no active clients")
         lags = measure_lag(settings, clients)
         busy_shards, busy_clients = in_flight_landing(context.instance)
-        plan = plan_landing_runs(lags, thresholds, max_clients_per_run=max_clients_per_run, shards=shards,
+        plan = plan_landing_runs(lags, th, max_clients_per_run=max_clients_per_run, shards=n_shards,
                                  busy_shards=busy_shards, busy_clients=busy_clients, max_runs=max_runs_per_tick,
                                  now_s=time.time())
         requests = [
@@ -238,7 +242,7 @@ def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source:
         ]
         known = set(context.instance.get_dynamic_partitions(clients_partitions.name))
         missing = sorted(set(clients) - known)
-        due = sum(1 for lag in lags.values() if thresholds.due(lag))
+        due = sum(1 for lag in lags.values() if th.due(lag))
         elapsed = time.perf_counter() - started
         context.log.info(f"landing lag: {len(clients)} clients, {due} due, {len(requests)} runs requested, "
                          f"busy shards {sorted(busy_shards)}, {elapsed:.2f}s")
