@@ -25,6 +25,9 @@ DRIFT_SUMMARY = dg.AssetKey(["checks", "drift_summary"])
 CLIENT_TAG = "dw/client"  # the per-client run concurrency key of dagster.yaml
 SCHEMA_CHECK_INTERVAL_SECONDS = 300
 RECONCILE_ROUNDS, RECONCILE_SETTLE_SECONDS = 3, 5.0
+# Reconciliation reads whole tables: every 30 minutes per client (the automation sensor evaluates it), and on
+# demand from the UI.
+SILVER_CHECK_SCHEDULE = dg.AutomationCondition.cron_tick_passed("*/30 * * * *") & ~dg.AutomationCondition.in_progress()
 
 
 @dg.asset(
@@ -102,6 +105,7 @@ def _silver_check_defs(table: str) -> list[dg.AssetChecksDefinition]:
     key = dg.AssetKey(["silver", table])
 
     @dg.asset_check(asset=key, name="silver_matches_source", partitions_def=clients_partitions,
+                    automation_condition=SILVER_CHECK_SCHEDULE,
                     description=f"ERROR when silver {table} and production {table} differ (row counts, key and "
                                 "content checksums), allowing for changes still in flight.")
     def silver_matches_source(context: dg.AssetCheckExecutionContext, dw: DwSettings) -> dg.AssetCheckResult:
@@ -126,6 +130,7 @@ def _silver_check_defs(table: str) -> list[dg.AssetChecksDefinition]:
         )
 
     @dg.asset_check(asset=key, name="silver_fresh", partitions_def=clients_partitions,
+                    automation_condition=SILVER_CHECK_SCHEDULE,
                     description=f"ERROR when the client's silver has applied nothing newer than "
                                 f"{DEFAULT_MAX_AGE_SECONDS} s of source time.")
     def silver_fresh(context: dg.AssetCheckExecutionContext, dw: DwSettings) -> dg.AssetCheckResult:
