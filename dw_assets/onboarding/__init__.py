@@ -1,6 +1,7 @@
-"""Onboarding: the client registry (control database) and the lifecycle of each client's databases.
+"""Onboarding: the client registry (control database) and the lifecycle of each client in the pipeline.
 
-`registry` is the plain-Python core; `commands` adds `dw clients ...` to the CLI.
+`registry` (+ `client_options`, `step_log`) is the stored state; `onboard`/`steps` bring a client in, resumably;
+`lifecycle` pauses and resumes, `offboard` takes it out, `batch` onboards a file; `commands` is `dw clients ...`.
 """
 from .registry import (
     STATUSES,

@@ -5,6 +5,7 @@ before any SQL runs; values always travel as query parameters, identifiers throu
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -60,6 +61,7 @@ def _ddl(control_db: str) -> list[str]:
               `staging_db` VARCHAR(64) NOT NULL,
               `status` {_status_enum()} NOT NULL DEFAULT 'seeded',
               `model_version` VARCHAR(64) NULL,
+              `options` LONGTEXT NULL,
               `created_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
               `updated_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
               UNIQUE KEY `ux_production_db` (`production_db`),
@@ -74,7 +76,41 @@ def _ddl(control_db: str) -> list[str]:
               `changed_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
               KEY `ix_client` (`client`, `id`)
             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+        # One row per onboarding step and client: a re-run resumes after the last step recorded `done`.
+        f"""CREATE TABLE IF NOT EXISTS {q}.`onboarding_steps` (
+              `client` VARCHAR(64) NOT NULL,
+              `step` VARCHAR(32) NOT NULL,
+              `state` ENUM('started','done','failed') NOT NULL,
+              `attempt` INT NOT NULL DEFAULT 1,
+              `started_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+              `finished_at` DATETIME(6) NULL,
+              `seconds` DOUBLE NULL,
+              `run_by` VARCHAR(128) NOT NULL,
+              `detail` LONGTEXT NULL,
+              PRIMARY KEY (`client`, `step`)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     ]
+
+
+# Columns added after a control database was first created: (table, column, definition). Applied once per
+# process and server with ADD COLUMN IF NOT EXISTS, so an old registry upgrades in place and a new one is a no-op.
+_MIGRATIONS: tuple[tuple[str, str, str], ...] = (
+    ("clients", "options", "LONGTEXT NULL AFTER `model_version`"),
+)
+_migrated: set[tuple[str, int, str]] = set()
+_migrated_lock = threading.Lock()
+
+
+def _migrate(settings: Settings, cur: pymysql.cursors.Cursor) -> None:
+    key = (settings.mariadb.host, settings.mariadb.port, settings.control_db)
+    with _migrated_lock:
+        if key in _migrated:
+            return
+        q = quote_ident(settings.control_db)
+        for table, column, definition in _MIGRATIONS:
+            cur.execute(f"ALTER TABLE {q}.{quote_ident(table)} ADD COLUMN IF NOT EXISTS {quote_ident(column)} "
+                        f"{definition}")  # constants above, not user input
+        _migrated.add(key)
 
 
 def ensure_registry(settings: Settings) -> None:
@@ -82,6 +118,7 @@ def ensure_registry(settings: Settings) -> None:
     with db.connection(settings) as conn, conn.cursor() as cur:
         for stmt in _ddl(settings.control_db):
             cur.execute(stmt)
+        _migrate(settings, cur)
 
 
 def _tables(settings: Settings) -> tuple[str, str]:
