@@ -1,0 +1,81 @@
+"""`python -m dw_assets.bench.worker STAGE --home H --out F [--quick]`: one stage benchmark in a process of its own.
+
+The runner starts this against a fresh stack and reads the worker's peak RSS from wait4; the worker writes the
+stage's `StageResult` as JSON to F, also when the stage fails (status "failed" and the error).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from dw_assets.settings import Settings, load_settings
+
+from .harness import StageResult
+
+STAGES = ("cdc", "landing", "apply", "reports", "e2e", "onboard", "scale")
+
+
+def run_stage(stage: str, settings: Settings, quick: bool, work: Path) -> StageResult:
+    from . import stages
+
+    if stage == "cdc":
+        return stages.bench_cdc(settings, quick)
+    if stage == "landing":
+        return stages.bench_landing(settings, quick)
+    if stage == "apply":
+        return stages.bench_apply(settings, quick)
+    if stage == "reports":
+        return stages.bench_reports(settings, quick)
+    if stage == "onboard":
+        return stages.bench_onboard(settings, quick)
+    if stage == "e2e":
+        from .e2e import run_e2e_bench
+
+        result = run_e2e_bench(settings, "continuous", quick=quick, work_dir=work / "e2e")
+        rss = {k: v for k, v in result.processes.items() if k in ("capture service", "landing", "apply")}
+        for f in result.figures:
+            f.extra.setdefault("peak_rss_mb", rss)
+        if quick:  # the full run measures the Dagster mode on a stack of its own (stage "e2e-dagster")
+            dagster = run_e2e_bench(settings, "dagster", quick=True)
+            result.figures += dagster.figures
+            result.notes += dagster.notes
+        return result
+    if stage == "e2e-dagster":
+        from .e2e import run_e2e_bench
+
+        return run_e2e_bench(settings, "dagster", quick=quick, work_dir=work / "e2e-dagster")
+    if stage == "scale":
+        from .scale import run_scale_bench
+
+        return run_scale_bench(settings, quick=quick, work_dir=work / "scale")
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dw_assets.bench.worker")
+    ap.add_argument("stage", choices=STAGES + ("e2e-dagster",))
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dw_assets.bench").setLevel(logging.INFO)  # phase timestamps in the worker's log
+    settings = load_settings(env={}, home=args.home)
+    started = time.perf_counter()
+    try:
+        result = run_stage(args.stage, settings, args.quick, Path(args.home))
+    except Exception as e:  # noqa: BLE001 - reported in the result file; the runner goes on with other stages
+        traceback.print_exc()
+        result = StageResult(args.stage, status="failed", error=f"{e.__class__.__name__}: {e}")
+    result.seconds = time.perf_counter() - started
+    Path(args.out).write_text(json.dumps(result.as_dict(), indent=2, default=str))
+    return 0 if result.status != "failed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""`dw bench all --quick` through the CLI: every stage in the JSON and the markdown table, every throughput figure
+with a reference and a ratio. No thresholds: the machine is shared, the figures are what they are."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dw_assets.bench.worker import STAGES
+from dw_assets.cli import main
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_bench_all_quick_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "bench" / "latest.json"
+    rc = main(["--home", str(tmp_path / "home"), "bench", "all", "--quick", "--json", str(out)])
+    result = json.loads(out.read_text())
+    md = out.with_suffix(".md").read_text()
+    stages = {s["stage"]: s for s in result["stages"]}
+    assert set(stages) == set(STAGES)
+    failed = {k: s["error"] for k, s in stages.items() if s["status"] == "failed"}
+    assert rc == (1 if failed else 0)
+    assert not failed, failed
+    for key in ("cores", "memory_gb", "cpu", "versions", "commit", "date"):
+        assert key in result["machine"]
+    for name, s in stages.items():
+        assert s["figures"], f"{name} has no figure (not even a 'not measured' line)"
+        assert f"| {name} |" in md
+        for f in s["figures"]:
+            if f["status"] != "measured":
+                assert f["reason"], f"{name}: {f['name']} not measured without a reason"
+                continue
+            assert len(f["runs"]) >= 3 or f["kind"] == "latency", f"{name}: {f['name']} has {len(f['runs'])} runs"
+            assert f["bound"], f"{name}: {f['name']} says nothing on what bounds it"
+            if f["kind"] == "throughput":
+                assert f["reference_name"] and f["reference_runs"], f"{name}: {f['name']} has no reference"
+                assert f["ratio"] is not None, f"{name}: {f['name']} has no ratio"
+        assert "mariadbd" in s["processes"] or s["status"] == "not available"
