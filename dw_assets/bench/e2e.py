@@ -29,7 +29,23 @@ from .harness import Child, Figure, StageResult, peak_rss_mb, percentile
 
 log = logging.getLogger(__name__)
 
-PROBE_TABLE, PROBE_KEY, PROBE_COLUMN = "customers", "customer_id", "notes"
+
+
+def _probe_target() -> tuple[str, str, str]:
+    """(table, key column, column) for the freshness marker, chosen from the model: the first table the workload
+    never deletes from, with a one-column key and a nullable text column the workload leaves alone."""
+    from dw_assets.model import load_model
+
+    for t in load_model().tables:
+        if t.workload.delete_weight or len(t.primary_key) != 1 or t.options.column_mapping == "name":
+            continue
+        for c in t.columns:
+            if c.nullable and c.role is None and not c.primary_key and c.type.base in ("text", "varchar", "mediumtext", "longtext"):
+                return t.name, t.primary_key[0], c.name
+    raise ValueError("the model has no table with a nullable text column for freshness markers")
+
+
+PROBE_TABLE, PROBE_KEY, PROBE_COLUMN = _probe_target()
 
 
 @dataclass
@@ -253,7 +269,7 @@ def run_e2e_bench(settings: Settings, mode: str = "continuous", *, quick: bool =
                   params: E2EParams | None = None, work_dir: Path | None = None) -> StageResult:
     """Freshness figures of the whole flow; `mode` "continuous" (plain processes) or "dagster" (the demo)."""
     if mode == "dagster":
-        return run_e2e_dagster(settings, quick=quick)
+        return run_e2e_dagster(settings, quick=quick, params=params, work_dir=work_dir)
     if mode != "continuous":
         raise ValueError(f"mode must be 'continuous' or 'dagster', not {mode!r}")
     p = params or E2EParams.for_run(quick)

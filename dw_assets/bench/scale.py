@@ -81,7 +81,7 @@ def _setup(settings: Settings, names: list[str]) -> dict[str, float]:
     for i, n in enumerate(names):
         if i % LAGGING_EVERY == 0:
             for k in range(3):
-                p.produce(data_topic(settings.kafka.topic_prefix, n, "orders"), key=str(k).encode(),
+                p.produce(data_topic(settings.kafka.topic_prefix, n, model.tables[0].name), key=str(k).encode(),
                           value=b'{"op":"c"}')
     p.flush(60)
     return timings
