@@ -12,6 +12,9 @@ from dw_assets.onboarding.client_options import ClientOptions, get_options
 from dw_assets.onboarding.onboard import onboarding_complete
 from dw_assets_tests.test_onboarding_support import Sandbox, sandbox  # noqa: F401 - fixture
 
+# Each of these onboards clients end to end (tens of seconds): outside the quick subset.
+pytestmark = pytest.mark.slow
+
 
 def test_onboard_from_file_one_failure_does_not_stop_the_others(sandbox: Sandbox, tmp_path, monkeypatch, capsys):
     s = sandbox.settings

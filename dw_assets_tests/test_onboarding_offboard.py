@@ -20,6 +20,9 @@ from dw_assets_tests.test_onboarding_support import Sandbox, landing_files, sand
 
 from deltalake import DeltaTable
 
+# Each of these onboards clients end to end (tens of seconds): outside the quick subset.
+pytestmark = pytest.mark.slow
+
 
 def _committed(settings, client: str, topics: list[str]) -> list[int]:
     c = Consumer({**settings.kafka.client_config(), "group.id": landing_group(client), "enable.auto.commit": False})

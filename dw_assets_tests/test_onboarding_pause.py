@@ -2,6 +2,8 @@
 client stops its capture while the other client's changes keep flowing; resuming snapshots it again."""
 from __future__ import annotations
 
+import pytest
+
 import threading
 import time
 
@@ -13,6 +15,9 @@ from dw_assets.onboarding.lifecycle import pause_client, resume_client
 from dw_assets.onboarding.onboard import onboard_client
 from dw_assets.workload import apply_batch
 from dw_assets_tests.test_onboarding_support import Sandbox, sandbox  # noqa: F401 - fixture
+
+# Each of these onboards clients end to end (tens of seconds): outside the quick subset.
+pytestmark = pytest.mark.slow
 
 
 def _messages(settings, client: str) -> int:

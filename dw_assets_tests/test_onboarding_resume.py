@@ -18,6 +18,9 @@ from dw_assets_tests.test_onboarding_support import Sandbox, landing_files, sand
 
 import pyarrow.fs as pafs
 
+# Each of these onboards clients end to end (tens of seconds): outside the quick subset.
+pytestmark = pytest.mark.slow
+
 
 def assert_onboarded_once(s, client: str) -> None:
     model = load_model()

@@ -91,6 +91,7 @@ def test_tansu_on_busy_port_is_detected(tmp_path, monkeypatch):
         sock.close()
 
 
+@pytest.mark.slow
 def test_cli_up_status_down(tmp_path):
     """The command line a user runs: up, status --json, up again (reports running), down."""
     env = {"PATH": "/usr/bin:/bin:/usr/sbin", "DW_HOME": str(tmp_path / "cli"),
