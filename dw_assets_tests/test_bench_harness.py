@@ -92,3 +92,16 @@ def test_onboarding_dict_is_adapted_or_reported():
     assert r.figures[0].reference_median == 1.5 and r.figures[1].reference_median == 10.0
     unknown = onboarding_figures([{"x": 1}], {"rows": 1000, "batch": 5})
     assert not unknown.figures and "not mapped" in unknown.notes[0]
+
+
+def test_update_merges_stages_in_order_and_records_the_rerun():
+    from dw_assets.bench.runner import merge_into
+
+    def run(stages, date):
+        return {"quick": False, "command": "dw bench", "machine": {**_machine(), "date": date},
+                "stages": [StageResult(s, seconds=10.0).as_dict() for s in stages]}
+
+    merged = merge_into(run(["cdc", "scale"], "d1"), run(["scale", "apply"], "d2"))
+    assert [s["stage"] for s in merged["stages"]] == ["cdc", "apply", "scale"]
+    assert merged["machine"]["date"] == "d1" and merged["updates"][0]["stages"] == ["apply", "scale"]
+    assert "Re-run and merged: apply, scale (d2" in render_markdown(merged)

@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="result file (default bench-results/latest.json); the markdown table goes beside it (.md)")
     p.add_argument("--markdown", type=Path, help="markdown table path (default: the JSON path with .md)")
     p.add_argument("--keep", action="store_true", help="keep each stage's temporary state directory and its logs")
+    p.add_argument("--update", action="store_true",
+                   help="replace only these stages in an existing --json result (the others are kept) and rewrite "
+                        "the markdown; the re-run is listed under the machine line")
     p.set_defaults(func=cmd_bench)
 
 
@@ -40,9 +43,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"unknown stage(s): {', '.join(unknown)} (choose from all, {', '.join(STAGES)})")
     command = "dw bench " + " ".join(args.stages or ["all"]) + (" --quick" if args.quick else "")
     result = run_benchmarks(stages, args.quick, args.json, args.markdown, keep=args.keep,
-                            progress=lambda m: console.print(f"[dim]{m}[/]"), command=command)
+                            progress=lambda m: console.print(f"[dim]{m}[/]"), command=command, update=args.update)
     md = args.markdown or args.json.with_suffix(".md")
     for s in result["stages"]:
+        if s["stage"] not in stages:
+            continue
         for f in StageResult.from_dict(s).figures:
             console.print(figure_row(f), markup=False, soft_wrap=True)
     console.print(f"{len(stages)} stage(s) in {result['seconds']:.0f} s; results: {args.json} and {md}")

@@ -318,12 +318,16 @@ def render_markdown(result: dict[str, Any]) -> str:
     stages = [StageResult.from_dict(s) for s in result["stages"]]
     load = machine.get("load_average_start")
     lines = [
-        f"### Benchmarks ({'quick' if result.get('quick') else 'full'} run, `{result.get('command', 'dw bench')}`)",
+        f"### Benchmarks ({'quick' if result.get('quick') else 'full'} run, `{result.get('command', 'dw bench')}`"
+        f"{'' if result.get('complete', True) else ', INCOMPLETE: still running or interrupted'})",
         "",
         _machine_line(machine),
         f"Every figure is the median of the measured runs after a warm-up (min–max beside it); the reference is "
         f"measured in the same run, ratio = figure / reference. The machine is shared: 1-min load average "
         f"{fmt(load[0]) if load else '?'} at the start. Total {fmt(result.get('seconds'))} s.",
+        *[f"Re-run and merged: {', '.join(u['stages'])} ({u['machine']['date']}, commit "
+          f"{u['machine'].get('commit') or '?'}, load {fmt((u['machine'].get('load_average_start') or [None])[0])})."
+          for u in result.get("updates", [])],
         "",
         *TABLE_HEAD,
     ]

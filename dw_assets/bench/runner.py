@@ -94,14 +94,26 @@ def run_stage(stage: str, quick: bool, logs_dir: Path, keep: bool = False,
 
 def run_benchmarks(stages: Sequence[str], quick: bool, json_path: Path, md_path: Path | None = None,
                    keep: bool = False, progress: Callable[[str], None] = lambda m: None,
-                   command: str = "dw bench") -> dict:
+                   command: str = "dw bench", update: bool = False) -> dict:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}: choose from {', '.join(STAGES)}")
     machine = machine_info()
     started = time.perf_counter()
-    results = []
+    results: list[StageResult] = []
     logs_dir = Path(json_path).parent / "logs"
+    previous = json.loads(Path(json_path).read_text()) if update and Path(json_path).exists() else None
+
+    def write(done: bool) -> dict:
+        machine["load_average_end"] = list(os.getloadavg())
+        result = {"command": command, "quick": quick, "machine": machine, "complete": done,
+                  "seconds": round(time.perf_counter() - started, 1),
+                  "sizes": {s: _sizes(s, quick) for s in stages}, "stages": [r.as_dict() for r in results]}
+        if previous is not None:
+            result = merge_into(previous, result)
+        write_results(result, Path(json_path), md_path)
+        return result
+
     for stage in stages:
         progress(f"{stage}: starting ({'quick' if quick else 'full'})")
         r = run_stage(stage, quick, logs_dir, keep, progress)
@@ -110,12 +122,26 @@ def run_benchmarks(stages: Sequence[str], quick: bool, json_path: Path, md_path:
             merge_dagster(r, run_stage("e2e-dagster", quick, logs_dir, keep, progress))
         progress(f"{stage}: {r.status} in {r.seconds:.0f} s" + (f" — {r.error}" if r.error else ""))
         results.append(r)
-    machine["load_average_end"] = list(os.getloadavg())
-    result = {"command": command, "quick": quick, "machine": machine,
-              "seconds": round(time.perf_counter() - started, 1),
-              "sizes": {s: _sizes(s, quick) for s in stages}, "stages": [r.as_dict() for r in results]}
-    write_results(result, Path(json_path), md_path)
-    return result
+        # After every stage: a long run that is interrupted keeps what it measured ("complete": false).
+        write(done=stage == stages[-1])
+    return write(done=True)
+
+
+def merge_into(previous: dict, new: dict) -> dict:
+    """`previous` with the stages of `new` replacing (or joining) its own, in stage order; the re-run is recorded
+    under "updates" with its own machine line (date, commit, load)."""
+    if previous.get("quick") != new.get("quick"):
+        raise ValueError("cannot merge a quick run into a full run's results (or the reverse)")
+    fresh = {s["stage"]: s for s in new["stages"]}
+    kept = [s for s in previous["stages"] if s["stage"] not in fresh]
+    order = {name: i for i, name in enumerate(STAGES)}
+    merged = dict(previous)
+    merged["stages"] = sorted(kept + list(fresh.values()), key=lambda s: order.get(s["stage"], len(order)))
+    merged["sizes"] = {**previous.get("sizes", {}), **new.get("sizes", {})}
+    merged["seconds"] = round(sum(s.get("seconds", 0.0) for s in merged["stages"]), 1)
+    merged["updates"] = [*previous.get("updates", []),
+                         {"stages": sorted(fresh), "command": new.get("command"), "machine": new["machine"]}]
+    return merged
 
 
 def merge_dagster(continuous: StageResult, dagster: StageResult) -> None:
