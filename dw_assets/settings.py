@@ -116,6 +116,8 @@ class Settings:
     landing_lag_records: int = 10_000
     landing_lag_seconds: float = 30.0
     landing_shards: int = 16
+    # Tables of one client applied at once (bronze appends and silver MERGEs release the GIL).
+    apply_threads: int = 2
 
     # ---- derived locations -------------------------------------------------------------------------------
     @property
@@ -245,4 +247,5 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         landing_lag_records=_int(env, "DW_LANDING_LAG_RECORDS", 10_000),
         landing_lag_seconds=_float(env, "DW_LANDING_LAG_SECONDS", 30.0),
         landing_shards=_int(env, "DW_LANDING_SHARDS", 16),
+        apply_threads=_int(env, "DW_APPLY_THREADS", 2),
     )

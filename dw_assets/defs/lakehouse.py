@@ -7,15 +7,14 @@ still give every table its own node in the lineage graph (6-30 tables read fine 
 metadata and a place for per-table checks. The logic lives in `dw_assets.lakehouse`.
 """
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import dagster as dg
 
 from dw_assets.checks.conformance import client_databases
-from dw_assets.lakehouse.apply import TableApply, apply_client
+from dw_assets.lakehouse.apply import ApplyResult, TableApply, apply_client
 from dw_assets.lakehouse.maintenance import DEFAULT_RETENTION_HOURS, maintain_lake
-from dw_assets.lakehouse.paths import read_delta
-from dw_assets.lakehouse.table_info import preview_markdown, table_facts
+from dw_assets.lakehouse.table_info import preview_markdown, table_facts, table_head
 from dw_assets.model import StandardModel, load_model
 from dw_assets.partitions import clients_partitions
 from dw_assets.resources import DwSettings
@@ -47,26 +46,30 @@ def _specs(model: StandardModel) -> list[dg.AssetSpec]:
     return specs
 
 
-def lake_materializations(settings: Settings, client: str, model: StandardModel,
-                          tables: dict[str, TableApply]) -> Iterator[tuple[dg.AssetKey, dict]]:
-    """(asset key, metadata) of every bronze/silver/history table a client's apply updated; shared by the
-    partitioned `lake_apply` step and the multi-client ingest job."""
+def lake_materializations(settings: Settings, client: str, model: StandardModel, tables: dict[str, TableApply],
+                          created: Iterable[str] = ()) -> Iterator[tuple[dg.AssetKey, dict]]:
+    """(asset key, metadata) of every bronze/silver/history table a client's apply changed or created; shared by
+    the partitioned `lake_apply` step and the multi-client ingest job. Metadata comes from the Delta log and the
+    first rows only: no table is read whole, so a run over many clients stays cheap."""
+    created = set(created)
     for t in model.tables:
         r = tables.get(t.name) or TableApply(t.name)
-        if not r.ok:
+        changed = r.bronze_rows or r.events or r.truncated_rows or r.added_columns
+        if not r.ok or not (changed or t.name in created):
             continue
         yield dg.AssetKey(["bronze", t.name]), {
             "rows_appended": r.bronze_rows, **{f"table_{k}": v for k, v in table_facts(settings, "bronze", client, t.name).items()}}
-        silver = read_delta(settings, "silver", client, t.name)
+        facts = table_facts(settings, "silver", client, t.name)
+        head = table_head(settings, "silver", client, t.name, PREVIEW_ROWS)
         yield dg.AssetKey(["silver", t.name]), {
             "events_applied": r.events, "rows_inserted": r.silver.inserted, "rows_updated": r.silver.updated,
             "rows_deleted": r.silver.deleted, "changes_ignored": r.silver.ignored,
-            "rows_truncated": r.truncated_rows, "rows": silver.num_rows,
+            "rows_truncated": r.truncated_rows, **({"rows": facts["rows"]} if "rows" in facts else {}),
             "added_columns": ", ".join(r.added_columns),
-            **{f"table_{k}": v for k, v in table_facts(settings, "silver", client, t.name).items()},
+            **{f"table_{k}": v for k, v in facts.items() if k != "rows"},
             **({"latest_source_ts": dg.MetadataValue.timestamp(r.latest_source_ts_ms / 1000)}
                if r.latest_source_ts_ms else {}),
-            "preview": dg.MetadataValue.md(preview_markdown(silver, PREVIEW_ROWS)),
+            **({"preview": dg.MetadataValue.md(preview_markdown(head, PREVIEW_ROWS))} if head is not None else {}),
         }
         if t.options.scd2:
             h = r.history
@@ -75,8 +78,8 @@ def lake_materializations(settings: Settings, client: str, model: StandardModel,
                 **{f"table_{k}": v for k, v in table_facts(settings, "silver_history", client, t.name).items()}}
 
 
-def _results(settings: Settings, client: str, model: StandardModel, tables: dict[str, TableApply]) -> Iterator[dg.MaterializeResult]:
-    for key, metadata in lake_materializations(settings, client, model, tables):
+def _results(settings: Settings, client: str, model: StandardModel, result: ApplyResult) -> Iterator[dg.MaterializeResult]:
+    for key, metadata in lake_materializations(settings, client, model, result.tables, result.created_tables):
         yield dg.MaterializeResult(asset_key=key, metadata=metadata)
 
 
@@ -89,7 +92,7 @@ def _lake_apply_asset(model: StandardModel) -> dg.AssetsDefinition:
         result = apply_client(settings, client, model, database=client_databases(settings, client).production_db)
         context.log.info(f"{client}: batch {result.batch}, {result.files} file(s), {result.events} event(s) "
                          f"in {result.seconds:.2f} s {result.timings}")
-        yield from _results(settings, client, model, result.tables)
+        yield from _results(settings, client, model, result)
         if result.failed:
             # Other tables were applied and materialized above; the failed ones catch up from bronze later.
             raise dg.Failure("lake apply failed for " + "; ".join(f"{t}: {e}" for t, e in result.failed.items()),

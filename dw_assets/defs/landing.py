@@ -139,7 +139,8 @@ def _apply_clients(context: dg.OpExecutionContext, settings: Settings, databases
             context.log.error(f"{client}: {failed[client]}")
             continue
         result = apply_client(settings, client, model, database=database)
-        for key, metadata in lake_materializations(settings, client, model, result.tables):
+        for key, metadata in lake_materializations(settings, client, model, result.tables,
+                                                       result.created_tables):
             context.log_event(dg.AssetMaterialization(asset_key=key, partition=client, metadata=metadata))
         context.log.info(f"{client}: applied {result.events} event(s) from {result.files} file(s) "
                          f"in {result.seconds:.2f} s")

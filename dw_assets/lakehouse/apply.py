@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -77,11 +78,12 @@ class ApplyResult:
 
 
 def apply_client(settings: Settings, client: str, model: StandardModel | None = None, database: str | None = None,
-                 source_schema: SourceSchema | None = None) -> ApplyResult:
+                 source_schema: SourceSchema | None = None, threads: int | None = None) -> ApplyResult:
     """Apply every new landing file of `client` to bronze and silver; see the module docstring.
 
     `database` is the client's source database (default: the client name, the registry's default);
-    `source_schema` types new columns (default: the source's information_schema).
+    `source_schema` types new columns (default: the source's information_schema); `threads` bounds the tables
+    worked on at once (default `DW_APPLY_THREADS`).
     """
     started = time.perf_counter()
     model = model or load_model(settings.model_path)
@@ -91,34 +93,40 @@ def apply_client(settings: Settings, client: str, model: StandardModel | None = 
     result.created_tables = ensure_client_tables(settings, client, model)
     state = ClientState(settings, client)
     result.timings["prepare"] = time.perf_counter() - started
+    source = source_schema or InformationSchemaSource(settings, database)
     con = changes.connect()
     try:
         t0 = time.perf_counter()
-        batch_rows = _land_new_files(settings, client, model, database, state, con, now, result)
+        pending = _pending_files(settings, model, database, state, result)
+        batch_rows = _read_batch(settings, pending, state, con, now, result) if pending else {}
         t1 = time.perf_counter()
-        result.timings["bronze"] = t1 - t0
-        source = source_schema or InformationSchemaSource(settings, database)
-        done: list[str] = []
+        result.timings["read_landing"] = t1 - t0
+        # Bronze appends and silver merges of all tables run side by side: silver merges the batch from memory,
+        # so it does not wait for bronze. The manifest is committed only after every bronze append, and progress
+        # only for the tables whose silver succeeded; a crash in between re-runs the same batch harmlessly
+        # (bronze skips files it has, silver ignores changes it has).
+        target = state.last_batch + (1 if pending else 0)  # the batch every table ends at
         for t in model.tables:
-            tr = result.tables.setdefault(t.name, TableApply(t.name))
-            last = state.applied.get(t.name, 0)
-            if last >= state.last_batch:
-                continue
-            if last == state.last_batch - 1 and state.last_batch == result.new_batch:
-                events = batch_rows.get(t.name)
-            else:  # behind by more than this batch: catch up from bronze
-                events = read_bronze_since(settings, client, t.name, last)
-            try:
-                if events is not None and events.num_rows:
-                    _apply_table(settings, client, t, events, source, state, con, now, tr)
-                done.append(t.name)
-            except TABLE_ERRORS as e:
-                tr.error = str(e)
-                log.error("apply %s.%s failed: %s", client, t.name, e)
-        t2 = time.perf_counter()
-        result.timings["silver"] = t2 - t1
-        state.record_progress(done, state.last_batch, now)
-        result.timings["progress"] = time.perf_counter() - t2
+            result.tables.setdefault(t.name, TableApply(t.name))
+        with ThreadPoolExecutor(max_workers=max(1, threads or settings.apply_threads),
+                                thread_name_prefix=f"apply-{client}") as pool:
+            bronze = [pool.submit(_append_table, settings, client, name, rows, target, result.tables[name])
+                      for name, rows in batch_rows.items()]
+            silver = {t.name: pool.submit(_silver_task, settings, client, t, state, target, pending != [],
+                                          batch_rows.get(t.name), source, con, now, result.tables[t.name])
+                      for t in model.tables if state.applied.get(t.name, 0) < target}
+            for fut in bronze:
+                fut.result()  # an outage or a bug: propagates (the pool still finishes the other tables)
+            if pending:
+                counts = pc.value_counts(pa.concat_arrays(
+                    [r["_dw_landing_file"].combine_chunks() for r in batch_rows.values()])).to_pylist()
+                state.record_files(pending, {c["values"]: c["counts"] for c in counts}, target, now)
+            result.timings["bronze"] = time.perf_counter() - t1
+            done = [name for name, fut in silver.items() if fut.result()]
+        t3 = time.perf_counter()
+        result.timings["silver"] = t3 - t1
+        state.record_progress(done, target, now)
+        result.timings["progress"] = time.perf_counter() - t3
     finally:
         con.close()
     result.batch = state.last_batch
@@ -126,9 +134,9 @@ def apply_client(settings: Settings, client: str, model: StandardModel | None = 
     return result
 
 
-def _land_new_files(settings: Settings, client: str, model: StandardModel, database: str, state: ClientState,
-                    con: duckdb.DuckDBPyConnection, now: datetime, result: ApplyResult) -> dict[str, pa.Table]:
-    """Steps 2-3: append pending landing files to bronze and record them; returns the batch's rows per table."""
+def _pending_files(settings: Settings, model: StandardModel, database: str, state: ClientState,
+                   result: ApplyResult) -> list[LandingFile]:
+    """Landing files of the client's model tables not yet in the manifest (others are listed as ignored)."""
     known = set(model.table_names)
     pending: list[LandingFile] = []
     for f in list_landing_files(settings, database):
@@ -138,28 +146,53 @@ def _land_new_files(settings: Settings, client: str, model: StandardModel, datab
             result.ignored_files.append(f.key)
             continue
         pending.append(f)
-    if not pending:
-        return {}
+    return pending
+
+
+def _read_batch(settings: Settings, pending: list[LandingFile], state: ClientState, con: duckdb.DuckDBPyConnection,
+                now: datetime, result: ApplyResult) -> dict[str, pa.Table]:
+    """The pending files as bronze rows of the next batch, per table."""
     batch = state.last_batch + 1
     result.new_batch = batch
-    t0 = time.perf_counter()
     rows = changes.bronze_rows(con, read_landing_files(settings, pending), batch, now)
-    result.timings["read_landing"] = time.perf_counter() - t0
     result.files, result.events = len(pending), rows.num_rows
     per_table: dict[str, pa.Table] = {}
-    recorded: list[LandingFile] = []
     for table in sorted({f.table for f in pending}):
-        files = [f for f in pending if f.table == table]
-        topic = files[0].topic
-        t_rows = rows.filter(pc.equal(rows["kafka_topic"], topic))
-        tr = result.tables.setdefault(table, TableApply(table))
-        appended = append_bronze(settings, client, table, t_rows, batch)
-        tr.bronze_rows, tr.bronze_version = appended.rows, appended.version
-        per_table[table] = t_rows
-        recorded += files
-    counts = pc.value_counts(rows["_dw_landing_file"]).to_pylist()
-    state.record_files(recorded, {c["values"]: c["counts"] for c in counts}, batch, now)
+        topic = next(f.topic for f in pending if f.table == table)
+        per_table[table] = rows.filter(pc.equal(rows["kafka_topic"], topic))
     return per_table
+
+
+def _append_table(settings: Settings, client: str, table: str, rows: pa.Table, batch: int, tr: TableApply) -> None:
+    appended = append_bronze(settings, client, table, rows, batch)
+    tr.bronze_rows, tr.bronze_version = appended.rows, appended.version
+
+
+def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, target: int, new_batch: bool,
+                 batch_events: pa.Table | None, source: SourceSchema, con: duckdb.DuckDBPyConnection, now: datetime,
+                 tr: TableApply) -> bool:
+    """Bring one table's silver up to batch `target`; False (error recorded) when the table must wait.
+
+    The new batch (if any) comes from memory; older batches the table missed (a failed or interrupted earlier
+    run) come from bronze, where they are committed.
+    """
+    last = state.applied.get(t.name, 0)
+    committed = target - 1 if new_batch else target
+    events = batch_events
+    if last < committed:
+        older = read_bronze_since(settings, client, t.name, last, up_to_batch=committed)
+        events = older if events is None else pa.concat_tables([older, events])
+    cur = con.cursor()  # DuckDB: one connection per thread
+    try:
+        if events is not None and events.num_rows:
+            _apply_table(settings, client, t, events, source, state, cur, now, tr)
+        return True
+    except TABLE_ERRORS as e:
+        tr.error = str(e)
+        log.error("apply %s.%s failed: %s", client, t.name, e)
+        return False
+    finally:
+        cur.close()
 
 
 def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, source: SourceSchema,

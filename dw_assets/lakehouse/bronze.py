@@ -64,9 +64,14 @@ def append_bronze(settings: Settings, client: str, table: str, rows: pa.Table, b
     return with_commit_retry(step, f"bronze append {client}.{table}")
 
 
-def read_bronze_since(settings: Settings, client: str, table: str, after_batch: int) -> pa.Table:
-    """Bronze events of batches after `after_batch` (file statistics on `_dw_batch` prune the rest)."""
+def read_bronze_since(settings: Settings, client: str, table: str, after_batch: int,
+                      up_to_batch: int | None = None) -> pa.Table:
+    """Bronze events of batches after `after_batch` (and up to `up_to_batch`); file statistics on `_dw_batch`
+    prune the rest."""
     dt = open_table(settings, table_url(settings, "bronze", client, table))
     assert dt is not None
-    return read_table(dt, filter=pads.field("_dw_batch") > after_batch)
+    where = pads.field("_dw_batch") > after_batch
+    if up_to_batch is not None:
+        where = where & (pads.field("_dw_batch") <= up_to_batch)
+    return read_table(dt, filter=where)
 

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from decimal import Decimal
 from typing import Iterable
@@ -41,6 +42,7 @@ class ClientState:
 
     def __init__(self, settings: Settings, client: str):
         self.settings, self.client = settings, client
+        self._lock = threading.Lock()  # tables record truncations from parallel threads
         manifest = _read(settings, client, MANIFEST).select(["file", "batch"])
         self.processed: set[str] = set(manifest["file"].to_pylist())
         self.last_batch: int = (pc.max(manifest["batch"]).as_py() or 0) if manifest.num_rows else 0
@@ -74,6 +76,10 @@ class ClientState:
         self.applied.update({t: batch for t in tables})
 
     def record_truncation(self, table: str, seq: Decimal, now: datetime) -> None:
+        with self._lock:
+            self._record_truncation(table, seq, now)
+
+    def _record_truncation(self, table: str, seq: Decimal, now: datetime) -> None:
         _append(self.settings, self.client, TRUNCATIONS, pa.Table.from_pylist(
             [{"table": table, SEQ: seq, "applied_at": now}], schema=truncations_schema()))
         self.truncated[table] = max(seq, self.truncated.get(table, seq))

@@ -12,6 +12,7 @@ deltalake 1.6.6's merge_schema nulls NOT NULL columns of copied rows and fails "
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Mapping, Protocol
 
@@ -66,19 +67,25 @@ class InformationSchemaSource:
     def __init__(self, settings: Settings, database: str):
         self.settings, self.database = settings, database
         self._tables: dict[str, dict[str, SourceColumn]] | None = None
+        self._lock = threading.Lock()  # tables are applied in parallel threads
 
     def _load(self) -> dict[str, dict[str, SourceColumn]]:
-        if self._tables is None:
-            self._tables = {}
-            try:
-                with db.connection(self.settings, "cdc") as conn, conn.cursor() as cur:
-                    cur.execute("SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
-                                "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION", (self.database,))
-                    for t, c, ty, nullable in cur.fetchall():
-                        self._tables.setdefault(t, {})[c] = SourceColumn(c, ty, nullable == "YES")
-            except Exception as e:  # unreachable source: evolution falls back to refusing unknown columns
-                log.warning("source schema of %s unavailable: %s", self.database, e)
+        with self._lock:
+            if self._tables is None:
+                self._tables = self._read()
         return self._tables
+
+    def _read(self) -> dict[str, dict[str, SourceColumn]]:
+        tables: dict[str, dict[str, SourceColumn]] = {}
+        try:
+            with db.connection(self.settings, "cdc") as conn, conn.cursor() as cur:
+                cur.execute("SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
+                            "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION", (self.database,))
+                for t, c, ty, nullable in cur.fetchall():
+                    tables.setdefault(t, {})[c] = SourceColumn(c, ty, nullable == "YES")
+        except Exception as e:  # unreachable source: evolution falls back to refusing unknown columns
+            log.warning("source schema of %s unavailable: %s", self.database, e)
+        return tables
 
     def columns(self, table: str) -> Mapping[str, SourceColumn] | None:
         return self._load().get(table)

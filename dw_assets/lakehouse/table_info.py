@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from dw_assets.settings import Settings
 
@@ -11,11 +12,24 @@ from .paths import Layer, open_table, table_url
 
 
 def table_facts(settings: Settings, layer: Layer, client: str, table: str) -> dict[str, Any]:
-    """Version and number of live data files of one table (empty dict when it does not exist)."""
+    """Version, live data files and rows of one table (empty dict when it does not exist).
+
+    Rows come from the file statistics in the log (no data file is read); absent statistics leave it out.
+    """
     dt = open_table(settings, table_url(settings, layer, client, table))
     if dt is None:
         return {}
-    return {"version": dt.version(), "files": len(dt.file_uris())}
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    facts: dict[str, Any] = {"version": dt.version(), "files": actions.num_rows}
+    if "num_records" in actions.column_names and actions["num_records"].null_count == 0:
+        facts["rows"] = int(pa.compute.sum(actions["num_records"]).as_py() or 0)
+    return facts
+
+
+def table_head(settings: Settings, layer: Layer, client: str, table: str, limit: int) -> pa.Table | None:
+    """The first `limit` rows of one table, reading only as many files as that takes."""
+    dt = open_table(settings, table_url(settings, layer, client, table))
+    return None if dt is None else dt.to_pyarrow_dataset().head(limit)
 
 
 def preview_markdown(t: pa.Table, limit: int = 10, max_width: int = 40) -> str:
