@@ -102,3 +102,19 @@ def test_maintenance_bounds_files(tmp_path: Path):
     assert len(state) == 12
     # Vacuum with 0 h retention removed the compacted-away files from storage.
     assert sum(t.files_vacuumed for t in res.tables) > 0
+
+
+def test_light_compaction_keeps_files_bounded_under_continuous_applies(tmp_path: Path):
+    """16 applies (one bronze file each) with the quarter-hourly light pass: bronze is compacted once it reaches
+    the threshold, nothing is lost, and silver still equals the replayed source state."""
+    from dw_assets.lakehouse.files_bench import run_files_bench
+    from dw_assets.lakehouse.maintenance import COMPACT_FROM_FILES
+
+    settings = Settings(home=tmp_path, landing_url=str(tmp_path / "landing"), lake_url=str(tmp_path / "lake"))
+    r = run_files_bench(settings, minutes=16, rate=5, interval_s=60, base_rows=200)
+    assert r["applies"] == 16 and r["compactions"] == 1
+    assert r["bronze_files_written"] >= COMPACT_FROM_FILES + 1  # one per apply plus the snapshot's
+    assert r["final_live_files"]["bronze"] <= 2 < r["bronze_files_written"]
+    assert r["final_live_files"]["manifest"] <= 2 and r["final_live_files"]["progress"] <= 2
+    assert r["bronze_rows"] == 200 + r["changes"]  # compaction rewrote files, every event is still there once
+    assert r["silver_rows"] == r["expected_silver_rows"]

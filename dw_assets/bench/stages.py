@@ -22,7 +22,9 @@ WARMUP = 1
 SIZES: dict[str, dict[str, tuple[Any, Any]]] = {
     "cdc": {"rows": (200_000, 20_000)},
     "landing": {"events": (500_000, 50_000), "clients": (10, 10), "parallel": (3, 3)},
-    "apply": {"rows": (1_000_000, 100_000), "changes": (100_000, 10_000)},
+    "apply": {"rows": (1_000_000, 100_000), "changes": (100_000, 10_000),
+              # Files per table: simulated minutes of 2,000 changes/s (quick: too short for a compaction).
+              "files_minutes": (60, 6)},
     "reports": {"order_rows": (10_000_000, 1_000_000), "clients": (10, 10)},
     # Quick: a batch of 2, not 5: one onboarding pass costs ~12 s of fixed steps whatever its size.
     "onboard": {"rows": (10_000, 1_000), "batch": (50, 2)},
@@ -123,7 +125,24 @@ def bench_apply(settings: Settings, quick: bool) -> StageResult:
                "initial_load_rows_per_s": [r["initial_load_rows_per_s"] for r in runs],
                "per_run_ratio": [r["ratio_apply_to_reference"] for r in runs],
                "peak_rss_mb": round(peak_rss_mb() or 0, 1)})
-    return StageResult("apply", [fig], params=p)
+    return StageResult("apply", [fig, _files_figure(settings, p["files_minutes"])], params=p)
+
+
+def _files_figure(settings: Settings, minutes: float) -> Figure:
+    from dw_assets.lakehouse.files_bench import run_files_bench
+
+    # One run: file counts are deterministic for a given replay (no timing in them), so repetitions add nothing.
+    r = run_files_bench(settings, minutes=minutes)
+    live = r["final_live_files"]
+    return Figure(
+        "apply", f"live files per table after {minutes:g} min of {r['rate']:,} changes/s ({r['applies']} applies, "
+                 f"light compaction every 15 min: {r['compactions']}), bronze", "files",
+        [live["bronze"]], "bronze files written (what it would hold without compaction)", [r["bronze_files_written"]],
+        higher_is_better=False, kind="count",
+        bound="Each apply appends one bronze file and one per bookkeeping table; silver's MERGE rewrites the files "
+              "it touches (uniform random updates touch all, so silver stays at 1-2 files); the 15-minute light "
+              "pass compacts tables from 16 files, so a table peaks at about 16 + one pass's applies.",
+        extra={**{k: v for k, v in r.items() if k not in ("rate",)}, "simulated": True})
 
 
 # ---- reports ---------------------------------------------------------------------------------------------------

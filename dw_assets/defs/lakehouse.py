@@ -13,7 +13,7 @@ import dagster as dg
 
 from dw_assets.checks.conformance import client_databases
 from dw_assets.lakehouse.apply import ApplyResult, TableApply, apply_client
-from dw_assets.lakehouse.maintenance import DEFAULT_RETENTION_HOURS, maintain_lake
+from dw_assets.lakehouse.maintenance import COMPACT_FROM_FILES, DEFAULT_RETENTION_HOURS, maintain_lake
 from dw_assets.lakehouse.table_info import preview_markdown, table_facts, table_head
 from dw_assets.model import StandardModel, load_model
 from dw_assets.partitions import clients_partitions
@@ -104,11 +104,15 @@ def _lake_apply_asset(model: StandardModel) -> dg.AssetsDefinition:
 class LakeMaintenanceConfig(dg.Config):
     retention_hours: int = DEFAULT_RETENTION_HOURS
     z_order_by_key: bool = False
+    # Set: the light pass (compact tables with at least this many live files; no vacuum, no tombstone expiry).
+    compact_only_from: int | None = None
 
 
-@dg.op(description="Compact (or Z-order) and vacuum every client's lake tables; expire old tombstones.")
+@dg.op(description="Compact (or Z-order) and vacuum every client's lake tables; expire old tombstones. With "
+                   "compact_only_from, only compact the tables that have that many small files.")
 def maintain_lake_tables(context: dg.OpExecutionContext, config: LakeMaintenanceConfig, dw: DwSettings) -> None:
-    results = maintain_lake(dw.load(), retention_hours=config.retention_hours, z_order_by_key=config.z_order_by_key)
+    results = maintain_lake(dw.load(), retention_hours=config.retention_hours, z_order_by_key=config.z_order_by_key,
+                            compact_only_from=config.compact_only_from)
     for r in results:
         before = sum(t.files_before for t in r.tables)
         after = sum(t.files_after for t in r.tables)
@@ -123,9 +127,14 @@ def lake_maintenance() -> None:
 lake_maintenance_schedule = dg.ScheduleDefinition(
     name="lake_maintenance_nightly", job=lake_maintenance, cron_schedule="30 2 * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING)
+# Every apply adds about one file per bronze/bookkeeping table: the light pass keeps them bounded in between.
+lake_compaction_schedule = dg.ScheduleDefinition(
+    name="lake_compaction_quarter_hourly", job=lake_maintenance, cron_schedule="*/15 * * * *",
+    run_config={"ops": {"maintain_lake_tables": {"config": {"compact_only_from": COMPACT_FROM_FILES}}}},
+    default_status=dg.DefaultScheduleStatus.RUNNING)
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(assets=[_lake_apply_asset(load_model(load_settings().model_path))], jobs=[lake_maintenance],
-                          schedules=[lake_maintenance_schedule])
+                          schedules=[lake_maintenance_schedule, lake_compaction_schedule])

@@ -22,6 +22,8 @@ from .tables import MANIFEST, PROGRESS, TOMBSTONES, TRUNCATIONS
 log = logging.getLogger(__name__)
 DEFAULT_RETENTION_HOURS = 168  # a week of time travel, and Delta's own default
 DEFAULT_TOMBSTONE_RETENTION_HOURS = 168  # a later-arriving event older than a delete by more is accepted
+# The frequent light pass compacts a table once it has this many live files (each apply adds about one per table).
+COMPACT_FROM_FILES = 16
 
 
 @dataclass
@@ -41,12 +43,15 @@ class ClientMaintenance:
 
 
 def maintain_table(settings: Settings, url: str, z_order: list[str] | None = None,
-                   retention_hours: int = DEFAULT_RETENTION_HOURS) -> TableMaintenance | None:
-    """Compact (or Z-order) then vacuum one table; None if it does not exist."""
+                   retention_hours: int = DEFAULT_RETENTION_HOURS, min_files: int = 2,
+                   vacuum: bool = True) -> TableMaintenance | None:
+    """Compact (or Z-order) one table when it has at least `min_files` live files, then vacuum it (unless
+    `vacuum` is False); None if it does not exist."""
     dt = open_table(settings, url)
     if dt is None:
         return None
     out = TableMaintenance(url, files_before=len(dt.file_uris()))
+    out.files_after, out.version = out.files_before, dt.version()
 
     def compact() -> None:
         t = open_table(settings, url)
@@ -56,16 +61,19 @@ def maintain_table(settings: Settings, url: str, z_order: list[str] | None = Non
         else:
             t.optimize.compact()
 
-    if out.files_before > 1:
+    if out.files_before >= max(2, min_files):
         with_commit_retry(compact, f"optimize {url}")
+    elif not vacuum:
+        return out  # nothing to do: no commit, no listing
 
-    def vacuum() -> int:
+    def vacuum_files() -> int:
         t = open_table(settings, url)
         assert t is not None
         # Short retentions (tests, dev) need enforce_retention_duration=False; the default honours a week.
         return len(t.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False))
 
-    out.files_vacuumed = with_commit_retry(vacuum, f"vacuum {url}")
+    if vacuum:
+        out.files_vacuumed = with_commit_retry(vacuum_files, f"vacuum {url}")
     final = open_table(settings, url)
     assert final is not None
     out.files_after, out.version = len(final.file_uris()), final.version()
@@ -88,22 +96,28 @@ def expire_tombstones(settings: Settings, client: str, table: str, older_than_ho
 
 def maintain_client(settings: Settings, client: str, model: StandardModel | None = None,
                     retention_hours: int = DEFAULT_RETENTION_HOURS, z_order_by_key: bool = False,
-                    tombstone_retention_hours: int = DEFAULT_TOMBSTONE_RETENTION_HOURS) -> ClientMaintenance:
-    """Maintain every lake table of one client (data layers and bookkeeping)."""
+                    tombstone_retention_hours: int = DEFAULT_TOMBSTONE_RETENTION_HOURS,
+                    compact_only_from: int | None = None) -> ClientMaintenance:
+    """Maintain every lake table of one client (data layers and bookkeeping).
+
+    `compact_only_from`: the light, frequent pass: only compact tables with at least this many live files (no
+    vacuum, no tombstone expiry), which keeps file counts bounded between the full (nightly) passes.
+    """
     model = model or load_model(settings.model_path)
     result = ClientMaintenance(client)
+    light = compact_only_from is not None
+    opts = dict(retention_hours=retention_hours, min_files=compact_only_from or 2, vacuum=not light)
+    urls: list[tuple[str, list[str] | None]] = []
     for t in model.tables:
-        expire_tombstones(settings, client, t.name, tombstone_retention_hours)
+        if not light:
+            expire_tombstones(settings, client, t.name, tombstone_retention_hours)
         for layer in ("bronze", "silver", "silver_history"):
             z = list(t.primary_key) if z_order_by_key and layer == "silver" else None
-            r = maintain_table(settings, table_url(settings, layer, client, t.name), z, retention_hours)  # type: ignore[arg-type]
-            if r:
-                result.tables.append(r)
-        r = maintain_table(settings, meta_url(settings, client, f"{TOMBSTONES}/{t.name}"), None, retention_hours)
-        if r:
-            result.tables.append(r)
-    for name in (MANIFEST, PROGRESS, TRUNCATIONS):
-        r = maintain_table(settings, meta_url(settings, client, name), None, retention_hours)
+            urls.append((table_url(settings, layer, client, t.name), z))  # type: ignore[arg-type]
+        urls.append((meta_url(settings, client, f"{TOMBSTONES}/{t.name}"), None))
+    urls += [(meta_url(settings, client, name), None) for name in (MANIFEST, PROGRESS, TRUNCATIONS)]
+    for url, z in urls:
+        r = maintain_table(settings, url, z, **opts)  # type: ignore[arg-type]
         if r:
             result.tables.append(r)
     return result
@@ -117,12 +131,14 @@ def lake_clients(settings: Settings) -> list[str]:
 
 
 def maintain_lake(settings: Settings, clients: list[str] | None = None, model: StandardModel | None = None,
-                  retention_hours: int = DEFAULT_RETENTION_HOURS, z_order_by_key: bool = False) -> list[ClientMaintenance]:
+                  retention_hours: int = DEFAULT_RETENTION_HOURS, z_order_by_key: bool = False,
+                  compact_only_from: int | None = None) -> list[ClientMaintenance]:
     """Maintain every client in the lake (or the given ones); one client's failure does not stop the others."""
     out, failed = [], []
     for client in clients if clients is not None else lake_clients(settings):
         try:
-            out.append(maintain_client(settings, client, model, retention_hours, z_order_by_key))
+            out.append(maintain_client(settings, client, model, retention_hours, z_order_by_key,
+                                       compact_only_from=compact_only_from))
         except Exception:
             log.exception("maintenance of client %s failed", client)
             failed.append(client)
