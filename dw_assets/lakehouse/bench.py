@@ -19,7 +19,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 from dw_assets.contracts import LANDING_SCHEMA, data_topic
-from dw_assets.model import parse_model
+from dw_assets.model import StandardModel, parse_model
 from dw_assets.settings import Settings
 
 from . import changes as ch
@@ -90,16 +90,23 @@ def _write(settings: Settings, topic: str, table: pa.Table, offset0: int) -> Non
         write_landing_table(settings, topic, 0, offset0 + start, table.slice(start, FILE_ROWS))
 
 
+def bench_client(settings: Settings, prefix: str) -> tuple[StandardModel, str, Settings, str | None]:
+    """The bench model, a fresh client name, and settings whose local lake and landing live in a temporary
+    directory (returned, for removal; None on S3, where the fresh client name is the fresh prefix)."""
+    model = parse_model(BENCH_MODEL, source="<bench>")
+    client = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    tmp = None
+    if not is_s3(settings.lake_url):
+        tmp = tempfile.mkdtemp(prefix=f"dw-{prefix}-bench-")
+        settings = replace(settings, lake_url=f"{tmp}/lake", landing_url=f"{tmp}/landing")
+    return model, client, settings, tmp
+
+
 def run_apply_bench(settings: Settings, rows: int = 1_000_000, changes: int = 100_000, seed: int = 7) -> dict[str, Any]:
     """Load `rows` snapshot rows, then time the apply of `changes` change events (70 % updates with repeated
     keys, 20 % inserts, 10 % deletes) and a bare MERGE of the same de-duplicated batch. Local lakes are put in a
     temporary directory and removed afterwards; on S3 a fresh prefix is used."""
-    model = parse_model(BENCH_MODEL, source="<bench>")
-    client = f"bench_{uuid.uuid4().hex[:8]}"
-    tmp = None
-    if not is_s3(settings.lake_url):
-        tmp = tempfile.mkdtemp(prefix="dw-apply-bench-")
-        settings = replace(settings, lake_url=f"{tmp}/lake", landing_url=f"{tmp}/landing")
+    model, client, settings, tmp = bench_client(settings, "bench")
     source = StaticSourceSchema({})
     topic = data_topic(settings.kafka.topic_prefix, client, BENCH_TABLE)
     rng = np.random.default_rng(seed)

@@ -9,23 +9,20 @@ maintenance (the reference: what the file count would be with no compaction).
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
 
 from dw_assets.contracts import data_topic
-from dw_assets.model import parse_model
 from dw_assets.settings import Settings
 
 from . import bench as apply_bench
 from .apply import apply_client
 from .evolution import StaticSourceSchema
 from .maintenance import COMPACT_FROM_FILES, maintain_client
-from .paths import filesystem, is_s3, meta_url, open_table, table_url
+from .paths import filesystem, meta_url, open_table, table_url
 from .tables import MANIFEST, PROGRESS, TOMBSTONES
 
 COMPACTION_EVERY_S = 15 * 60  # the lake_compaction schedule's cadence
@@ -56,13 +53,8 @@ def run_files_bench(settings: Settings, minutes: float = 60, rate: int = 2_000, 
                     progress: Any = None) -> dict[str, Any]:
     """Replay `minutes` of `rate` changes/s (70 % updates, 20 % inserts, 10 % deletes) over a table of `base_rows`
     as applies every `interval_s` simulated seconds; compaction every 15 simulated minutes when `maintenance`."""
-    model = parse_model(apply_bench.BENCH_MODEL, source="<bench>")
+    model, client, settings, tmp = apply_bench.bench_client(settings, "files")
     table = apply_bench.BENCH_TABLE
-    client = f"files_{int(time.time() * 1000) % 10**9}"
-    tmp = None
-    if not is_s3(settings.lake_url):
-        tmp = tempfile.mkdtemp(prefix="dw-files-bench-")
-        settings = replace(settings, lake_url=f"{tmp}/lake", landing_url=f"{tmp}/landing")
     source = StaticSourceSchema({})
     topic = data_topic(settings.kafka.topic_prefix, client, table)
     rng = np.random.default_rng(seed)
