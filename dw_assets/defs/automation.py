@@ -10,5 +10,7 @@ automation_condition_sensor = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    # dagster.yaml limits this lane to one run at a time, so checks and reports never crowd out ingestion.
+    run_tags={"dw/lane": "automation"},
     description="Evaluates every asset's AutomationCondition (gold and reports refresh after silver changed).",
 )

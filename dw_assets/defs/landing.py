@@ -35,6 +35,7 @@ LANDING_FILES = dg.AssetKey(["landing", "landing_files"])
 CDC_TOPICS = dg.AssetKey(["cdc", "cdc_topics"])
 PRODUCTION_SCHEMA = dg.AssetKey(["sources", "production_schema"])
 INGEST_JOB = "ingest_batch_job"
+INGEST_PRIORITY = "10"  # the queued run coordinator starts higher priorities first (default 0)
 SHARD_TAG = "dw/landing-shard"  # one landing run per shard at a time (dagster.yaml tag_concurrency_limits)
 CLIENTS_TAG = "dw/landing-clients"  # comma-separated, for humans and for the sensor's in-flight check
 CLIENT_TAG = "dw/client"
@@ -237,7 +238,9 @@ def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source:
                 run_config={"ops": {"ingest_client_batch": {"config": {
                     "clients": list(run.clients),
                     "databases": {c: d for c, d in run.databases.items() if d != c}}}}},
-                tags={SHARD_TAG: str(run.shard), CLIENTS_TAG: ",".join(run.clients), "dw/stage": "landing"},
+                # Ingestion is what freshness waits on: dequeued before checks and reports.
+                tags={SHARD_TAG: str(run.shard), CLIENTS_TAG: ",".join(run.clients), "dw/stage": "landing",
+                      "dagster/priority": INGEST_PRIORITY},
             )
             for run in plan
         ]
