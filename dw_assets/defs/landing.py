@@ -114,10 +114,18 @@ class IngestBatchConfig(dg.Config):
     databases: dict[str, str] = {}  # client -> production database, where it is not the client's name
     parallel: int = DEFAULT_PARALLEL
     apply: bool = True  # also apply the landed files to bronze/silver (False: landing only)
+    apply_parallel: int = 2  # clients applied at once
 
 
-def _apply_clients(context: dg.OpExecutionContext, settings: Settings, databases: Mapping[str, str]) -> dict[str, str]:
-    """Gate each client on schema conformance, then apply its landing files; returns {client: why it failed}."""
+def _apply_clients(context: dg.OpExecutionContext, settings: Settings, databases: Mapping[str, str],
+                   parallel: int = 2) -> dict[str, str]:
+    """Gate each client on schema conformance, then apply its landing files; returns {client: why it failed}.
+
+    Clients are worked on `parallel` at a time (much of an apply waits on commits and MariaDB); Dagster events are
+    logged from this thread, in client order, as each client finishes.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from dw_assets.checks.conformance import production_conformance
     from dw_assets.checks.schema_diff import differences_markdown
     from dw_assets.defs.lakehouse import lake_materializations
@@ -125,28 +133,37 @@ def _apply_clients(context: dg.OpExecutionContext, settings: Settings, databases
     from dw_assets.model import load_model
 
     model = load_model(settings.model_path)
-    failed: dict[str, str] = {}
-    for client, database in databases.items():
+
+    def one(client: str, database: str) -> tuple[Any, Any, list[tuple[dg.AssetKey, dict]]]:
         conformance = production_conformance(settings, client)
-        # The same check the single-client runs evaluate as a blocking asset check, recorded per client here:
-        # in a run of several clients a blocking check would stop all of them.
-        context.log_event(dg.AssetCheckEvaluation(
-            asset_key=PRODUCTION_SCHEMA, check_name="production_conforms_to_model", partition=client,
-            passed=conformance.conforming, severity=dg.AssetCheckSeverity.ERROR, blocking=True,
-            metadata={"breaking": len(conformance.breaking),
-                      "differences": dg.MetadataValue.md(differences_markdown(conformance.breaking))}))
         if not conformance.conforming:
-            failed[client] = f"{len(conformance.breaking)} breaking schema difference(s): silver not updated"
-            context.log.error(f"{client}: {failed[client]}")
-            continue
+            return conformance, None, []
         result = apply_client(settings, client, model, database=database)
-        for key, metadata in lake_materializations(settings, client, model, result.tables,
-                                                       result.created_tables):
-            context.log_event(dg.AssetMaterialization(asset_key=key, partition=client, metadata=metadata))
-        context.log.info(f"{client}: applied {result.events} event(s) from {result.files} file(s) "
-                         f"in {result.seconds:.2f} s")
-        if result.failed:
-            failed[client] = "; ".join(f"{t}: {e}" for t, e in result.failed.items())
+        return conformance, result, list(lake_materializations(settings, client, model, result.tables,
+                                                               result.created_tables))
+
+    failed: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="ingest-apply") as pool:
+        futures = {client: pool.submit(one, client, database) for client, database in databases.items()}
+        for client, fut in futures.items():
+            conformance, result, materializations = fut.result()
+            # The same check the single-client runs evaluate as a blocking asset check, recorded per client here:
+            # in a run of several clients a blocking check would stop all of them.
+            context.log_event(dg.AssetCheckEvaluation(
+                asset_key=PRODUCTION_SCHEMA, check_name="production_conforms_to_model", partition=client,
+                passed=conformance.conforming, severity=dg.AssetCheckSeverity.ERROR, blocking=True,
+                metadata={"breaking": len(conformance.breaking),
+                          "differences": dg.MetadataValue.md(differences_markdown(conformance.breaking))}))
+            if result is None:
+                failed[client] = f"{len(conformance.breaking)} breaking schema difference(s): silver not updated"
+                context.log.error(f"{client}: {failed[client]}")
+                continue
+            for key, metadata in materializations:
+                context.log_event(dg.AssetMaterialization(asset_key=key, partition=client, metadata=metadata))
+            context.log.info(f"{client}: applied {result.events} event(s) from {result.files} file(s) "
+                             f"in {result.seconds:.2f} s")
+            if result.failed:
+                failed[client] = "; ".join(f"{t}: {e}" for t, e in result.failed.items())
     return failed
 
 
@@ -173,7 +190,7 @@ def ingest_client_batch(context: dg.OpExecutionContext, config: IngestBatchConfi
             failed[client] = repr(result)
     if config.apply:
         landed = {c: d for c, d in databases.items() if c not in failed}
-        failed.update(_apply_clients(context, settings, landed))
+        failed.update(_apply_clients(context, settings, landed, parallel=config.apply_parallel))
     if failed:
         # Raised after every other client was landed and applied: one client's failure stops only itself.
         raise dg.Failure(description=f"ingest failed for {len(failed)} of {len(results)} clients",
