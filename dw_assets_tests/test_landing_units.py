@@ -138,3 +138,47 @@ def test_run_planning_groups_due_clients_per_shard_and_skips_busy_ones():
                              busy_clients={runs[-1].clients[0]})
     assert {r.shard for r in busy} == {2, 3} - ({0, 1}) and runs[-1].clients[0] not in [c for r in busy for c in r.clients]
     assert plan_landing_runs(lags, th, max_runs=1, shards=4) and len(plan_landing_runs(lags, th, max_runs=1, shards=4)) == 1
+
+
+def test_bulk_decoding_keeps_tombstones_empty_values_and_missing_timestamps_apart():
+    k, v = envelope("c1", "orders", "c", 5, ts_ms=1, pos=4, gtid_seq=1)
+    no_ts = Message(topic="dw.c1.orders", partition=2, offset=3, key=k, value=v, timestamp=(0, -1))
+    rows = decode_messages([_msg(0, v, k), _msg(1, None, k), _msg(2, b"", k), no_ts, _msg(4, None, None)])
+    assert rows.tombstones == 2
+    assert [(b.message.offset(), "invalid JSON" in b.error) for b in rows.bad] == [(2, True)]
+    assert rows.batch.column("kafka_offset").to_pylist() == [0, 3]
+    assert rows.batch.column("kafka_timestamp_ms").to_pylist() == [1_700_000_000_000, None]
+    assert rows.batch.schema == LANDING_SCHEMA
+
+
+def test_consume_batches_are_grouped_per_partition_in_order():
+    from dw_assets.landing.writer import _group_by_partition
+
+    runs = [("dw.c1.a", 0, 3), ("dw.c1.a", 1, 2), ("dw.c1.b", 0, 2), ("dw.c1.a", 0, 2), ("dw.c1.b", 0, 1)]
+    msgs, next_offset = [], {}
+    for topic, partition, n in runs:
+        for _ in range(n):
+            off = next_offset.get((topic, partition), 0)
+            next_offset[(topic, partition)] = off + 1
+            msgs.append(Message(topic=topic, partition=partition, offset=off, value=b"{}"))
+    by_tp: dict = {("dw.c1.b", 0): []}  # earlier messages of a partition stay first
+    _group_by_partition(msgs, by_tp)
+    assert list(by_tp) == [("dw.c1.b", 0), ("dw.c1.a", 0), ("dw.c1.a", 1)]
+    assert {tp: [m.offset() for m in lst] for tp, lst in by_tp.items()} == \
+        {("dw.c1.a", 0): [0, 1, 2, 3, 4], ("dw.c1.a", 1): [0, 1], ("dw.c1.b", 0): [0, 1, 2]}
+    one = {}
+    _group_by_partition(msgs[:3], one)
+    assert [m.offset() for m in one[("dw.c1.a", 0)]] == [0, 1, 2]
+
+
+def test_landing_raises_the_gc_threshold_only_while_writers_run():
+    import gc
+
+    from dw_assets.landing.gc_threshold import LANDING_GEN0_THRESHOLD, landing_gc_threshold
+
+    before = gc.get_threshold()
+    with landing_gc_threshold():
+        with landing_gc_threshold():  # a second writer thread
+            assert gc.get_threshold()[0] == max(before[0], LANDING_GEN0_THRESHOLD)
+        assert gc.get_threshold()[0] == max(before[0], LANDING_GEN0_THRESHOLD)
+    assert gc.get_threshold() == before

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from ..contracts import dlq_topic
 from ..settings import Settings
 from .envelope_rows import BadMessage
+from .kafka_config import landing_client_config
 
 ERROR_HEADER = "__connect.errors.exception.message"
 
@@ -34,7 +35,7 @@ class DeadLetterPublisher:
     def _ensure_topic(self, topic: str) -> None:
         if topic in self._known:
             return
-        admin = AdminClient(self._settings.kafka.client_config())
+        admin = AdminClient(landing_client_config(self._settings))
         meta = admin.list_topics(timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
             fut = admin.create_topics([NewTopic(topic, 1, self._settings.kafka.replication_factor)])[topic]
@@ -49,7 +50,7 @@ class DeadLetterPublisher:
         if not bad:
             return
         if self._producer is None:
-            self._producer = Producer({**self._settings.kafka.client_config(), "enable.idempotence": True,
+            self._producer = Producer({**landing_client_config(self._settings), "enable.idempotence": True,
                                        "acks": "all", "linger.ms": 5, "client.id": f"dw-landing-dlq.{self._client}"})
         for b in bad:
             m = b.message

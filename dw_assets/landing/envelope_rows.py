@@ -7,11 +7,14 @@ Messages that are not valid envelopes come back separately, with the reason, for
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import is_not, itemgetter
 from typing import Any, Literal, Sequence
 
 import msgspec
 import numpy as np
 import pyarrow as pa
+from confluent_kafka import Message
 
 from ..contracts import LANDING_SCHEMA
 
@@ -63,6 +66,8 @@ _decode_wrapped = msgspec.json.Decoder(_Wrapped).decode
 _decode_wrapped_key = msgspec.json.Decoder(_WrappedKey).decode
 
 _BRACE, _N = ord("{"), ord("n")
+_value, _key, _offset, _timestamp = Message.value, Message.key, Message.offset, Message.timestamp
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 @dataclass
@@ -86,44 +91,48 @@ def decode_messages(messages: Sequence[Any]) -> DecodedRows:
     Tombstones (null value) are skipped and counted; anything else that is not a Debezium envelope is returned
     in `bad` and has no row.
     """
-    msgs = [m for m in messages if m.value() is not None]
-    tombstones = len(messages) - len(msgs)
+    # Per-message accessors run through map() with the unbound C methods: the loops stay in C.
+    values = list(map(_value, messages))
+    msgs = messages if isinstance(messages, list) else list(messages)
+    tombstones = values.count(None)
+    if tombstones:
+        keep = list(map(is_not, values, repeat(None)))
+        msgs = list(compress(msgs, keep))
+        values = list(compress(values, keep))
     bad: list[BadMessage] = []
     if not msgs:
         return DecodedRows(_empty_batch(), bad, tombstones)
-    values = [m.value() for m in msgs]
     try:
         # map() keeps the loop in C; any bad message raises and we redo the batch one message at a time.
         envs: list[Any] = list(map(_decode_one, values))
     except (msgspec.DecodeError, msgspec.ValidationError):
         envs = []
-        keep = []
+        keep_msgs = []
         for m, v in zip(msgs, values):
             env, err = _decode_slow(v)
             if env is None:
                 bad.append(BadMessage(m, err))
             else:
                 envs.append(env)
-                keep.append(m)
-        msgs = keep
+                keep_msgs.append(m)
+        msgs = keep_msgs
     if not msgs:
         return DecodedRows(_empty_batch(), bad, tombstones)
 
-    before = _raw_json_column(envs, "before")
-    after = _raw_json_column(envs, "after")
+    n = len(msgs)
+    before = _raw_json_column([e.before for e in envs])
+    after = _raw_json_column([e.after for e in envs])
     ops = [e.op for e in envs]
     problems = _consistency_problems(ops, before, after)
-    keys, key_problems = _key_column(msgs)
+    keys, key_problems = _key_column(list(map(_key, msgs)))
     problems.update(key_problems)
     sources = [e.source for e in envs]
     txs = [e.transaction for e in envs]
-    timestamps = [m.timestamp() for m in msgs]
     columns = [
-        pa.array([msgs[0].topic()] * len(msgs), pa.string()),
-        pa.array(np.full(len(msgs), msgs[0].partition(), dtype=np.int32)),
-        pa.array([m.offset() for m in msgs], pa.int64()),
-        # timestamp() is (type, ms); type 0 = not available
-        pa.array([t[1] if t[0] else None for t in timestamps], pa.int64()),
+        pa.array([msgs[0].topic()] * n, pa.string()),
+        pa.array(np.full(n, msgs[0].partition(), dtype=np.int32)),
+        pa.array(np.fromiter(map(_offset, msgs), dtype=np.int64, count=n)),
+        _timestamp_column(list(map(_timestamp, msgs))),
         keys,
         pa.array(ops, pa.string()),
         before.array,
@@ -144,11 +153,19 @@ def decode_messages(messages: Sequence[Any]) -> DecodedRows:
     if problems:
         for i in sorted(problems):
             bad.append(BadMessage(msgs[i], problems[i]))
-        mask = np.ones(len(msgs), dtype=bool)
+        mask = np.ones(n, dtype=bool)
         mask[list(problems)] = False
         batch = batch.filter(pa.array(mask))
         bad.sort(key=lambda b: b.message.offset())
     return DecodedRows(batch, bad, tombstones)
+
+
+def _timestamp_column(timestamps: list[tuple[int, int]]) -> pa.Array:
+    """timestamp() is (type, ms); type 0 = not available (null)."""
+    types = np.fromiter(map(_first, timestamps), dtype=np.int64, count=len(timestamps))
+    ms = np.fromiter(map(_second, timestamps), dtype=np.int64, count=len(timestamps))
+    missing = types == 0
+    return pa.array(ms, mask=missing if missing.any() else None)
 
 
 def _empty_batch() -> pa.RecordBatch:
@@ -176,9 +193,8 @@ class _RawColumn:
     is_null: np.ndarray
 
 
-def _raw_json_column(envs: list[Any], name: str) -> _RawColumn:
-    """before/after as JSON text, built from one joined buffer (Raw objects are not accepted by pa.array)."""
-    raws = [getattr(e, name) for e in envs]
+def _raw_json_column(raws: list[Any]) -> _RawColumn:
+    """before/after (msgspec.Raw) as JSON text, built from one joined buffer (pa.array does not take Raw)."""
     n = len(raws)
     lens = np.fromiter(map(len, raws), dtype=np.int64, count=n)
     data = np.frombuffer(b"".join(raws), dtype=np.uint8)
@@ -212,8 +228,7 @@ def _consistency_problems(ops: list[str], before: _RawColumn, after: _RawColumn)
     return problems
 
 
-def _key_column(msgs: list[Any]) -> tuple[pa.Array, dict[int, str]]:
-    keys = [m.key() for m in msgs]
+def _key_column(keys: list[bytes | None]) -> tuple[pa.Array, dict[int, str]]:
     try:
         arr = pa.array(keys, pa.binary()).cast(pa.string())
         first = next((k for k in keys if k is not None), None)

@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 from ..contracts import landing_group
 from ..settings import Settings
 from .client_topics import list_cluster_topics, topics_by_client
+from .kafka_config import landing_client_config
 from .watermarks import probe_partitions
 
 
@@ -78,7 +79,7 @@ def measure_lag(settings: Settings, clients: Mapping[str, str] | Iterable[str], 
                 timeout: float = 20.0, now_ms: int | None = None) -> dict[str, ClientLag]:
     """Landing lag of every client (names, or client -> production database), in one sweep."""
     databases = _as_databases(clients)
-    admin = AdminClient(settings.kafka.client_config())
+    admin = AdminClient(landing_client_config(settings))
     topics = topics_by_client(list_cluster_topics(admin, timeout), settings.kafka.topic_prefix, databases)
     tps_by_client = {c: [(t, p) for t, n in ts.items() for p in range(n)] for c, ts in topics.items()}
     committed = committed_offsets(admin, {landing_group(c): tps for c, tps in tps_by_client.items()}, timeout)

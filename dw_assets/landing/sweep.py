@@ -16,6 +16,7 @@ from ..settings import Settings
 from .client_lock import LandingBusy
 from .client_topics import list_cluster_topics
 from .flush import FlushPolicy
+from .kafka_config import landing_client_config
 from .writer import LandingReport, land_client
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def land_clients(settings: Settings, clients: Mapping[str, str], *, parallel: in
     A failing client does not stop the others: its exception is returned in its place (a client whose writer
     is busy elsewhere comes back as LandingBusy). `on_done` is called as each client finishes.
     """
-    cluster = list_cluster_topics(AdminClient(settings.kafka.client_config()))
+    cluster = list_cluster_topics(AdminClient(landing_client_config(settings)))
 
     def one(client: str) -> LandingReport | BaseException:
         try:

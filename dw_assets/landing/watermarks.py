@@ -14,6 +14,7 @@ from typing import Mapping
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from ..settings import Settings
+from .kafka_config import landing_client_config
 
 TP = tuple[str, int]
 
@@ -32,7 +33,7 @@ class PartitionProbe:
 
 def probe_consumer_config(settings: Settings) -> dict:
     return {
-        **settings.kafka.client_config(),
+        **landing_client_config(settings),
         # Never commits: the group id only satisfies the client; unique so it never joins anyone's group.
         "group.id": f"dw-landing-probe-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
@@ -71,7 +72,11 @@ def probe_partitions(settings: Settings, starts: Mapping[TP, int | None], *,
             if time.monotonic() > deadline:
                 sample = sorted(pending)[:5]
                 raise WatermarkTimeout(f"no fetch response within {timeout}s for {len(pending)} partitions, e.g. {sample}")
-            msgs = consumer.consume(num_messages=10_000, timeout=0.005)
+            # One message at a time: a fetch brings a whole record batch (thousands of messages) per partition,
+            # and a larger consume would turn all of them into Python objects only to drop them. Pausing a
+            # partition discards what is still queued for it inside librdkafka, so this reads one message (or
+            # the EOF) per partition.
+            msgs = consumer.consume(num_messages=1, timeout=0.005)
             done: list[TopicPartition] = []
             for m in msgs:
                 tp = (m.topic(), m.partition())

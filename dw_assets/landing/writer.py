@@ -11,9 +11,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from itertools import compress, count, repeat
+from operator import is_not
 from typing import Any, Callable, Mapping
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from ..contracts import landing_group, landing_object_key
@@ -24,6 +27,8 @@ from .client_topics import client_topics, list_cluster_topics
 from .dlq import DeadLetterPublisher
 from .envelope_rows import decode_messages
 from .flush import FlushPolicy, PartitionBuffer, message_sizes
+from .gc_threshold import landing_gc_threshold
+from .kafka_config import landing_client_config
 from .landing_file import LandedFile, encode_landing_file, end_offset_of
 from .store import LandingStore, open_store
 from .watermarks import probe_partitions
@@ -79,9 +84,38 @@ class _PartitionState:
     done: bool = False
 
 
+_error, _topic, _partition = Message.error, Message.topic, Message.partition
+
+
+def _group_by_partition(msgs: list[Any], by_tp: dict[TP, list[Any]]) -> None:
+    """Append messages (no errors) to their partition's list in `by_tp`, keeping each partition's order.
+
+    A consume batch holds long runs of one partition (a fetch response each): the run boundaries are found with
+    numpy instead of a Python step per message.
+    """
+    n = len(msgs)
+    topics = list(map(_topic, msgs))
+    partitions = np.fromiter(map(_partition, msgs), dtype=np.int64, count=n)
+    if topics.count(topics[0]) == n:
+        keys = partitions
+    else:
+        codes: dict[str, int] = {}
+        topic_codes = np.fromiter(map(codes.setdefault, topics, count()), dtype=np.int64, count=n)
+        keys = topic_codes * (int(partitions.max()) + 1) + partitions
+    starts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist()]
+    for a, b in zip(starts, starts[1:] + [n]):
+        tp = (topics[a], int(partitions[a]))
+        run = msgs[a:b]
+        lst = by_tp.get(tp)
+        if lst is None:
+            by_tp[tp] = run
+        else:
+            lst.extend(run)
+
+
 def writer_consumer_config(settings: Settings, client: str) -> dict[str, Any]:
     return {
-        **settings.kafka.client_config(),
+        **landing_client_config(settings),
         "group.id": landing_group(client),
         "client.id": f"dw-landing.{client}",
         "enable.auto.commit": False,
@@ -127,7 +161,7 @@ class LandingWriter:
         `max_seconds` caps either mode; whatever is buffered then is flushed and committed.
         """
         started = time.monotonic()
-        with client_lock(self.settings.home, self.client):
+        with client_lock(self.settings.home, self.client), landing_gc_threshold():
             try:
                 self._start(bounded)
                 self._loop(bounded, stop, None if max_seconds is None else started + max_seconds)
@@ -144,7 +178,7 @@ class LandingWriter:
     # ---- set-up ----------------------------------------------------------------------------------------
     def _discover(self, refresh: bool = False) -> list[TP]:
         if self._cluster_topics is None or refresh:
-            self._cluster_topics = list_cluster_topics(AdminClient(self.settings.kafka.client_config()))
+            self._cluster_topics = list_cluster_topics(AdminClient(landing_client_config(self.settings)))
         topics = client_topics(self._cluster_topics, self.settings.kafka.topic_prefix, self.database)
         return [(t, p) for t, n in topics.items() for p in range(n)]
 
@@ -202,15 +236,17 @@ class LandingWriter:
             msgs = consumer.consume(self.consume_batch, timeout=0) or \
                 consumer.consume(self.consume_batch, timeout=self._poll_timeout(bounded, now))
             by_tp: dict[TP, list[Any]] = {}
-            for m in msgs:
-                err = m.error()
-                if err is None:
-                    tp = (m.topic(), m.partition())
-                    lst = by_tp.get(tp)
-                    if lst is None:
-                        by_tp[tp] = lst = []
-                    lst.append(m)
-                elif err.code() == KafkaError._PARTITION_EOF:
+            errors = list(map(_error, msgs))
+            start = 0
+            # Events (EOF, errors) are rare: the messages between them are grouped by partition in bulk.
+            for i in [*compress(range(len(msgs)), map(is_not, errors, repeat(None))), len(msgs)]:
+                if i > start:
+                    _group_by_partition(msgs[start:i], by_tp)
+                if i == len(msgs):
+                    break
+                start = i + 1
+                m, err = msgs[i], errors[i]
+                if err.code() == KafkaError._PARTITION_EOF:
                     tp = (m.topic(), m.partition())
                     if tp in by_tp:
                         self._ingest(self._states[tp], by_tp.pop(tp))
