@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from dw_assets.identifiers import validate_client_name
+from dw_assets.lakehouse.changes import duck_type, qi
 from dw_assets.model import StandardModel, Table, load_model
 from dw_assets.model.types import arrow_type
 from dw_assets.settings import Settings
@@ -74,29 +75,6 @@ class ReportRun:
         return max(0.0, (self.built_at_ms - self.newest_source_ts_ms) / 1000)
 
 
-def duckdb_type(t: pa.DataType) -> str:
-    """The DuckDB type a typed NULL needs for a column a client's silver table lacks (older model version)."""
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_integer(t):
-        return {8: "TINYINT", 16: "SMALLINT", 32: "INTEGER", 64: "BIGINT"}[t.bit_width]
-    if pa.types.is_decimal(t):
-        return f"DECIMAL({t.precision}, {t.scale})"
-    if pa.types.is_floating(t):
-        return "FLOAT" if t.bit_width == 32 else "DOUBLE"
-    if pa.types.is_date(t):
-        return "DATE"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return "BLOB"
-    return "VARCHAR"
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -140,7 +118,7 @@ class ReportEngine:
             if src.parquet_files:
                 files = ", ".join(_lit(f) for f in src.parquet_files)
                 # union_by_name: files written before a schema change lack the newer columns.
-                self.con.execute(f"CREATE OR REPLACE VIEW {_q(raw)} AS "
+                self.con.execute(f"CREATE OR REPLACE VIEW {qi(raw)} AS "
                                  f"SELECT * FROM read_parquet([{files}], union_by_name = true)")
             else:
                 self.con.register(raw, src.data)
@@ -151,8 +129,8 @@ class ReportEngine:
                 # the recorded freshness never claims a change the report does not include.
                 if self.source_ts_column in src.columns:
                     newest.append(self.con.execute(
-                        f"SELECT max({_q(self.source_ts_column)}) FROM {_q(raw)}").fetchall()[0][0])
-        self.con.execute(f"CREATE OR REPLACE VIEW {_q(table.name)} AS\n" + "\nUNION ALL\n".join(selects))
+                        f"SELECT max({qi(self.source_ts_column)}) FROM {qi(raw)}").fetchall()[0][0])
+        self.con.execute(f"CREATE OR REPLACE VIEW {qi(table.name)} AS\n" + "\nUNION ALL\n".join(selects))
         self._views[table.name] = present
         values = [int(v) for v in newest if v is not None]
         self._newest[table.name] = max(values) if values else None
@@ -160,9 +138,9 @@ class ReportEngine:
     def _select(self, table: Table, src: SilverSource, raw: str) -> str:
         cols = [f"{_lit(src.client)} AS client"]
         for c in table.columns:
-            cols.append(_q(c.name) if c.name in src.columns
-                        else f"CAST(NULL AS {duckdb_type(arrow_type(c.type))}) AS {_q(c.name)}")
-        return f"SELECT {', '.join(cols)} FROM {_q(raw)}"
+            cols.append(qi(c.name) if c.name in src.columns
+                        else f"CAST(NULL AS {duck_type(arrow_type(c.type))}) AS {qi(c.name)}")
+        return f"SELECT {', '.join(cols)} FROM {qi(raw)}"
 
     # ---- running ------------------------------------------------------------------------------------------
 
