@@ -118,6 +118,9 @@ class Settings:
     landing_shards: int = 16
     # Tables of one client applied at once (bronze appends and silver MERGEs release the GIL).
     apply_threads: int = 2
+    # A sensor-started ingest run keeps landing and applying its clients while they still have lag, for up to
+    # this many seconds: a new run costs a process start and a sensor tick (~20-30 s on two loaded cores).
+    ingest_drain_seconds: float = 120.0
 
     # ---- derived locations -------------------------------------------------------------------------------
     @property
@@ -248,4 +251,5 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         landing_lag_seconds=_float(env, "DW_LANDING_LAG_SECONDS", 30.0),
         landing_shards=_int(env, "DW_LANDING_SHARDS", 16),
         apply_threads=_int(env, "DW_APPLY_THREADS", 2),
+        ingest_drain_seconds=_float(env, "DW_INGEST_DRAIN_SECONDS", 120.0),
     )

@@ -6,7 +6,8 @@ The sensor packs lagging clients into runs of up to K clients, one run per shard
 limited to one run per value in dagster.yaml), so hundreds of clients never mean hundreds of runs per tick. One
 run lands and applies its clients: a run costs seconds of process start-up on two cores, so landing and apply in
 separate runs would double that; a client with a breaking schema difference is skipped without stopping the
-others in the same run.
+others in the same run. A sensor-started run then keeps going while its clients still have lag (up to
+DW_INGEST_DRAIN_SECONDS), so under steady load batches follow each other without a run start in between.
 """
 
 import json
@@ -115,6 +116,10 @@ class IngestBatchConfig(dg.Config):
     parallel: int = DEFAULT_PARALLEL
     apply: bool = True  # also apply the landed files to bronze/silver (False: landing only)
     apply_parallel: int = 2  # clients applied at once
+    # Keep going while clients still have lag, for up to this many seconds (0: one pass). The sensor sets it from
+    # DW_INGEST_DRAIN_SECONDS: under steady load one run then serves many batches instead of paying a process
+    # start, a queue wait and a sensor tick per batch.
+    drain_seconds: float = 0.0
 
 
 def _apply_clients(context: dg.OpExecutionContext, settings: Settings, databases: Mapping[str, str],
@@ -167,12 +172,9 @@ def _apply_clients(context: dg.OpExecutionContext, settings: Settings, databases
     return failed
 
 
-@dg.op(tags={"dw/stage": "landing"},
-       description="Land several clients up to their current end offsets, then apply each to bronze/silver; "
-                   "records landing_files, bronze and silver materializations per client.")
-def ingest_client_batch(context: dg.OpExecutionContext, config: IngestBatchConfig, dw: DwSettings) -> None:
-    settings = dw.load()
-    databases = {c: config.databases.get(c, c) for c in config.clients}
+def _ingest_pass(context: dg.OpExecutionContext, settings: Settings, config: IngestBatchConfig,
+                 databases: Mapping[str, str]) -> tuple[dict[str, str], dict[str, ClientLag]]:
+    """Land `databases` up to their current end offsets, then apply them; returns (failed, lag after landing)."""
     results = land_clients(settings, databases, parallel=config.parallel)
     lags: dict[str, ClientLag] = {}
     try:
@@ -191,10 +193,47 @@ def ingest_client_batch(context: dg.OpExecutionContext, config: IngestBatchConfi
     if config.apply:
         landed = {c: d for c, d in databases.items() if c not in failed}
         failed.update(_apply_clients(context, settings, landed, parallel=config.apply_parallel))
+    return failed, lags
+
+
+def still_lagging(settings: Settings, databases: Mapping[str, str]) -> dict[str, str]:
+    """The clients of `databases` with unlanded records now (what a further pass would take)."""
+    lags = measure_lag(settings, databases)
+    return {c: d for c, d in databases.items() if c in lags and lags[c].lag > 0}
+
+
+@dg.op(tags={"dw/stage": "landing"},
+       description="Land several clients up to their current end offsets, then apply each to bronze/silver, and "
+                   "repeat while they still have lag (up to drain_seconds); records landing_files, bronze and "
+                   "silver materializations per client and pass.")
+def ingest_client_batch(context: dg.OpExecutionContext, config: IngestBatchConfig, dw: DwSettings) -> None:
+    settings = dw.load()
+    databases = {c: config.databases.get(c, c) for c in config.clients}
+    deadline = time.monotonic() + max(0.0, config.drain_seconds)
+    failed: dict[str, str] = {}
+    pending = dict(databases)
+    passes = 0
+    while pending:
+        passes += 1
+        pass_started = time.monotonic()
+        pass_failed, _ = _ingest_pass(context, settings, config, pending)
+        failed.update(pass_failed)
+        if time.monotonic() >= deadline:
+            break
+        # A failed client is not retried in this run: its error stands and the next sensor tick decides.
+        try:
+            pending = still_lagging(settings, {c: d for c, d in databases.items() if c not in failed})
+        except Exception as e:  # noqa: BLE001 - the pass itself succeeded; the sensor takes it from here
+            context.log.warning(f"lag not measured, ending the run after pass {passes}: {e}")
+            break
+        if pending:
+            context.log.info(f"pass {passes} took {time.monotonic() - pass_started:.1f} s; "
+                             f"{len(pending)} client(s) still lagging: another pass")
+    context.log.info(f"{passes} pass(es) over {len(databases)} client(s)")
     if failed:
         # Raised after every other client was landed and applied: one client's failure stops only itself.
-        raise dg.Failure(description=f"ingest failed for {len(failed)} of {len(results)} clients",
-                         metadata={"failed": dg.MetadataValue.json(failed)})
+        raise dg.Failure(description=f"ingest failed for {len(failed)} of {len(databases)} clients",
+                         metadata={"failed": dg.MetadataValue.json(failed), "passes": passes})
 
 
 @dg.job(name=INGEST_JOB, tags={"dw/stage": "landing"},
@@ -253,7 +292,7 @@ def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source:
             dg.RunRequest(
                 run_key=run.run_key,
                 run_config={"ops": {"ingest_client_batch": {"config": {
-                    "clients": list(run.clients),
+                    "clients": list(run.clients), "drain_seconds": settings.ingest_drain_seconds,
                     "databases": {c: d for c, d in run.databases.items() if d != c}}}}},
                 # Ingestion is what freshness waits on: dequeued before checks and reports.
                 tags={SHARD_TAG: str(run.shard), CLIENTS_TAG: ",".join(run.clients), "dw/stage": "landing",
