@@ -155,3 +155,25 @@ def test_identifiers_with_backticks_quotes_and_unicode_are_handled(stack_setting
     assert d.kind == "extra_table"
     execute(stack_settings, d.ddl)
     assert staging_conformance(stack_settings, client).differences == []
+
+
+def test_bulk_sweep_reads_many_databases_like_one_at_a_time_and_ignores_views(stack_settings):
+    from dw_assets.checks.drift_report import drift_report
+    from dw_assets.checks.schema_snapshot import snapshot_databases
+
+    clients = [make_client(stack_settings, "bk") for _ in range(3)]
+    broken = clients[1]
+    table = load_model().tables[0]
+    dropped = next(c.name for c in table.columns if c.name not in table.primary_key)
+    execute(stack_settings,
+            f"CREATE VIEW {quote_qualified(clients[0], 'v_report')} AS SELECT 1 AS x",
+            f"ALTER TABLE {quote_qualified(broken, table.name)} DROP COLUMN {quote_qualified(dropped)}")
+    missing = unique_client("gone")
+    bulk = snapshot_databases(stack_settings, [*clients, missing], chunk=2)  # chunks of two: crosses a boundary
+    assert bulk[missing] is None
+    for c in clients:
+        assert bulk[c] == snapshot_database(stack_settings, c)
+    assert "v_report" not in {t.name for t in bulk[clients[0]].tables}
+    report = {r.client: r for r in drift_report(stack_settings, clients)}
+    assert {c for c, r in report.items() if not r.conforming} == {broken}
+    assert [d.column for d in report[broken].production if d.is_breaking] == [dropped]

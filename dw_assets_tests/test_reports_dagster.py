@@ -110,3 +110,15 @@ def test_gold_refresh_is_debounced_to_one_request_per_cron_tick():
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor,
                                                    evaluation_time=t0 + dt.timedelta(minutes=21))
         assert result.total_requested == 0  # ticks without changes request nothing
+
+
+def test_refresh_cadence_comes_from_the_environment_and_a_bad_one_names_the_variable(monkeypatch):
+    from dw_assets.defs.reports import refresh_cron
+
+    monkeypatch.setenv("DW_REPORTS_REFRESH_CRON", "*/2 * * * *")
+    assert refresh_cron("DW_REPORTS_REFRESH_CRON", "*/10 * * * *") == "*/2 * * * *"
+    monkeypatch.setenv("DW_REPORTS_REFRESH_CRON", "every minute")
+    with pytest.raises(ValueError, match="DW_REPORTS_REFRESH_CRON='every minute' is not a cron schedule"):
+        refresh_cron("DW_REPORTS_REFRESH_CRON", "*/10 * * * *")
+    monkeypatch.delenv("DW_REPORTS_REFRESH_CRON")
+    assert refresh_cron("DW_REPORTS_REFRESH_CRON", "*/10 * * * *") == "*/10 * * * *"

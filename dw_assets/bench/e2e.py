@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -563,10 +564,19 @@ def _dagster(settings: Settings, p: E2EParams, work: Path) -> StageResult:
 
     runner = MeasuredDemo(settings, options, console=Console(file=log_file, width=160))
     started = time.perf_counter()
+    # The product refreshes reports at most every 10 minutes (a debounce); a 120 s run measures the machinery
+    # behind that cadence with a refresh allowed every minute.
+    refresh_cron = "* * * * *"
+    old_cron = os.environ.get(REPORTS_CRON_VARIABLE)
+    os.environ[REPORTS_CRON_VARIABLE] = refresh_cron
     try:
         summary = runner.run()
     finally:
         log_file.close()
+        if old_cron is None:
+            os.environ.pop(REPORTS_CRON_VARIABLE, None)
+        else:
+            os.environ[REPORTS_CRON_VARIABLE] = old_cron
     rss.update(sampler.peaks())
     result = StageResult("e2e", params={"mode": "dagster", **{k: v for k, v in wanted.items() if k in known}})
     result.processes = {f"dagster mode: {k}": v for k, v in rss.items()}
@@ -594,10 +604,21 @@ def _dagster(settings: Settings, p: E2EParams, work: Path) -> StageResult:
             extra={"reference_key": f"silver_s_p{q}", "n": len(lat), "unseen": sum(1 for m in loaded
                                                                                     if m.latency_s is None),
                    "marker_interval_s": marker_interval, "peak_rss_mb": dict(rss)}))
-    result.figures.append(Figure.not_measured(
-        "e2e", "freshness commit → report, Dagster", "s",
-        "the report assets refresh through automation conditions (at most every 10 minutes), so report freshness "
-        "in Dagster mode is that cadence, not a latency; the demo rebuilds reports only at its end", kind="latency"))
+    report_lat, censored = report_latencies(runner.settings.dagster_home, loaded)
+    for q in (50, 95, 99):
+        runs = []
+        for a, b in windows:
+            v = percentile([lat for at, lat in report_lat if a <= at < b], q)
+            if v is not None:
+                runs.append(round(v, 3))
+        result.figures.append(Figure(
+            "e2e", f"freshness commit → report p{q}, Dagster automation (refresh allowed every minute, windows of "
+                   f"{span:.0f} s)", "s", runs, None, [], higher_is_better=False, kind="latency",
+            bound="Silver freshness, then the next minute tick of the automation condition (30 s sensor), then one "
+                  "automation-lane run at a time over all clients (each a process start plus 5 gold queries and "
+                  "the HTML pages)" if q == 50 else "Same bounds as p50.",
+            extra={"reference_key": f"report_s_p{q}", "n": len(report_lat), "censored": censored,
+                   "refresh_cron": refresh_cron}))
     ok = getattr(summary, "ok", None)
     result.notes.append(
         f"dagster mode: `dw demo` runner (daemon, sensors, run workers; no webserver) for {p.duration_s:.0f} s at "
@@ -606,6 +627,44 @@ def _dagster(settings: Settings, p: E2EParams, work: Path) -> StageResult:
         f"{time.perf_counter() - started:.0f} s; silver equals source at the end: {ok}. Reference = the "
         f"continuous mode's same percentile in this run.")
     return result
+
+
+REPORTS_CRON_VARIABLE = "DW_REPORTS_REFRESH_CRON"
+CLIENT_REPORTS_KEY = ("reports", "client_reports")
+
+
+def report_latencies(dagster_home: str, markers: list) -> tuple[list[tuple[float, float]], int]:
+    """Commit → report updated, from the Dagster instance after the run: a marker is in a client's reports once a
+    client_reports materialization comes from a run that started after the marker was visible in silver (its
+    gold queries read silver after that). Returns (commit time, latency) per covered marker and the number of
+    markers no refresh covered before the daemon stopped (censored, not counted as latencies)."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    try:
+        records = instance.fetch_materializations(dg.AssetKey(list(CLIENT_REPORTS_KEY)), limit=100_000).records
+        starts: dict[str, float | None] = {}
+        by_client: dict[str, list[tuple[float, float]]] = {}
+        for r in records:
+            if r.run_id not in starts:
+                run = instance.get_run_record_by_id(r.run_id)
+                starts[r.run_id] = run.start_time if run else None
+            start = starts[r.run_id]
+            if r.partition_key and start is not None:
+                by_client.setdefault(r.partition_key, []).append((start, r.timestamp))
+    finally:
+        instance.dispose()
+    latencies: list[tuple[float, float]] = []
+    censored = 0
+    for m in markers:
+        if m.seen_at is None:
+            continue
+        done = [at for start, at in by_client.get(m.client, []) if start >= m.seen_at]
+        if done:
+            latencies.append((m.committed_at, min(done) - m.committed_at))
+        else:
+            censored += 1
+    return latencies, censored
 
 
 class SessionSampler:
@@ -646,13 +705,17 @@ class SessionSampler:
     @staticmethod
     def _kind(argv: list[str]) -> str:
         cmd = " ".join(argv)
-        if "execute_run" in cmd or "execute_step" in cmd:
+        # The code server starts each run in a process of multiprocessing's spawn context.
+        if "execute_run" in cmd or "execute_step" in cmd or "spawn_main" in cmd:
             return "Dagster run worker"
+        if "resource_tracker" in cmd:
+            return "Dagster helper"
         # Name the rest by the dagster sub-command (`code-server start`, `api grpc`, ...).
         words = [a for a in argv[1:] if not a.startswith("-")][:3]
         if "dagster" in words:
             words = words[words.index("dagster") + 1:]
-        return "Dagster " + " ".join(w for w in words[:2] if "/" not in w) if words else "Dagster child"
+        words = [w for w in words[:2] if "/" not in w and not w.lstrip("+").isdigit()]
+        return "Dagster " + " ".join(words) if words else "Dagster helper"
 
     def stop(self) -> None:
         self._stop.set()

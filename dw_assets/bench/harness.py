@@ -255,8 +255,9 @@ def machine_info() -> dict[str, Any]:
         mdb = ""
     m = re.search(r"Ver\s+(\S+)", mdb)
     commit = _git("rev-parse", "--short", "HEAD")
-    # The figures describe the working tree, which may hold uncommitted work: say so.
-    dirty = bool(_git("status", "--porcelain"))
+    # The figures describe the working tree, which may hold uncommitted edits to tracked files: say so (untracked
+    # files such as a run's own log do not change what was measured).
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1), "cpu": cpu,

@@ -6,6 +6,7 @@ schema it cannot apply, without stopping the others in the same run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from dw_assets.identifiers import staging_db_for, validate_client_name
 from dw_assets.model import StandardModel, load_model
@@ -13,6 +14,9 @@ from dw_assets.settings import Settings
 
 from .schema_diff import Difference, adopt_ddl, diff_schemas, severity_counts
 from .schema_snapshot import SchemaSnapshot, SnapshotError, snapshot_database, snapshot_from_model
+
+# Snapshots read ahead in bulk (database -> snapshot, None = missing), for sweeps over many clients.
+Snapshots = Mapping[str, SchemaSnapshot | None]
 
 
 @dataclass(frozen=True)
@@ -55,31 +59,41 @@ class ConformanceResult:
         return not self.breaking
 
 
-def _snapshot_or_empty(settings: Settings, database: str) -> tuple[SchemaSnapshot, bool]:
+def _snapshot_or_empty(settings: Settings, database: str, snapshots: Snapshots | None = None
+                       ) -> tuple[SchemaSnapshot, bool]:
     # A missing database is every table missing: the diff then says exactly what the pipeline lacks.
+    if snapshots is not None and database in snapshots:
+        snap = snapshots[database]
+        return (snap, False) if snap is not None else (_missing(database), True)
     try:
         return snapshot_database(settings, database), False
     except SnapshotError:
-        return SchemaSnapshot(source=f"mariadb:{database} (missing)", tables=()), True
+        return _missing(database), True
+
+
+def _missing(database: str) -> SchemaSnapshot:
+    return SchemaSnapshot(source=f"mariadb:{database} (missing)", tables=())
 
 
 def production_conformance(settings: Settings, client: str | ClientDatabases,
-                           model: StandardModel | None = None) -> ConformanceResult:
+                           model: StandardModel | None = None, snapshots: Snapshots | None = None
+                           ) -> ConformanceResult:
     """Production schema vs the model; the DDL makes production match the model."""
     dbs = client if isinstance(client, ClientDatabases) else client_databases(settings, client)
     model = model or load_model(settings.model_path)
     reference = snapshot_from_model(model)
-    snap, missing = _snapshot_or_empty(settings, dbs.production_db)
+    snap, missing = _snapshot_or_empty(settings, dbs.production_db, snapshots)
     diffs = diff_schemas(reference, snap, target_db=dbs.production_db)
     return ConformanceResult(dbs.client, dbs.production_db, reference.source, diffs, snap, missing,
                              severity_counts(diffs))
 
 
-def staging_conformance(settings: Settings, client: str | ClientDatabases) -> ConformanceResult:
+def staging_conformance(settings: Settings, client: str | ClientDatabases, snapshots: Snapshots | None = None
+                        ) -> ConformanceResult:
     """Changes staging has that production does not have yet; the DDL applies them to production."""
     dbs = client if isinstance(client, ClientDatabases) else client_databases(settings, client)
-    prod, _ = _snapshot_or_empty(settings, dbs.production_db)
-    staging, missing = _snapshot_or_empty(settings, dbs.staging_db)
+    prod, _ = _snapshot_or_empty(settings, dbs.production_db, snapshots)
+    staging, missing = _snapshot_or_empty(settings, dbs.staging_db, snapshots)
     diffs = adopt_ddl(diff_schemas(prod, staging), staging, dbs.production_db)
     return ConformanceResult(dbs.client, dbs.staging_db, prod.source, diffs, staging, missing,
                              severity_counts(diffs))

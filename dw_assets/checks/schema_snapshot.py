@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import pymysql
 
@@ -123,19 +123,21 @@ def _model_default(c: Any) -> str:
 # ---- from a live database ---------------------------------------------------------------------------------
 
 _COLUMNS_SQL = (
-    "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.ORDINAL_POSITION, c.COLUMN_DEFAULT, c.IS_NULLABLE, c.COLUMN_TYPE, "
-    "c.EXTRA FROM information_schema.COLUMNS c JOIN information_schema.TABLES t "
-    "ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
-    # The schema bound on TABLES too: without it MariaDB opens every table of the server per client (clients²).
-    "WHERE c.TABLE_SCHEMA = %s AND t.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE' "
-    "ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION"
+    # No JOIN with TABLES to keep base tables only: MariaDB then opens every table twice (5 s instead of 0.05 s
+    # per 100 databases); views are dropped in Python against the TABLES result instead.
+    "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABLE, COLUMN_TYPE, "
+    "EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({in_list}) "
+    "ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
 )
-_TABLES_SQL = ("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-               "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME")
-_INDEXES_SQL = ("SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS "
-                "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX")
+_TABLES_SQL = ("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({in_list}) "
+               "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME")
+_INDEXES_SQL = ("SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM "
+                "information_schema.STATISTICS WHERE TABLE_SCHEMA IN ({in_list}) "
+                "ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX")
+_SCHEMATA_SQL = "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({in_list})"
 # MariaDB's JSON is LONGTEXT plus a json_valid() check; the model reports JSON as "longtext" too, so the check
 # constraint is not needed for comparison.
+SNAPSHOT_CHUNK = 100  # databases per information_schema query: a sweep of 500 clients is a few dozen queries
 
 
 class SnapshotError(RuntimeError):
@@ -147,22 +149,52 @@ def snapshot_database(settings: Settings, database: str, conn: pymysql.Connectio
 
     A database that does not exist raises SnapshotError (an empty database gives an empty snapshot).
     """
+    snap = snapshot_databases(settings, [database], conn)[database]
+    if snap is None:
+        raise SnapshotError(f"database {database!r} does not exist or is not visible to the cdc role")
+    return snap
+
+
+def snapshot_databases(settings: Settings, databases: Sequence[str], conn: pymysql.Connection | None = None,
+                       chunk: int = SNAPSHOT_CHUNK) -> dict[str, SchemaSnapshot | None]:
+    """Snapshots of many databases, read with four information_schema queries per `chunk` databases instead of
+    four per database; None for a database that does not exist or is not visible to the cdc role."""
     if conn is None:
         with db.connection(settings, role="cdc") as own:
-            return snapshot_database(settings, database, own)
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
-        if cur.fetchone() is None:
-            raise SnapshotError(f"database {database!r} does not exist or is not visible to the cdc role")
-        cur.execute(_TABLES_SQL, (database,))
-        names = [r[0] for r in cur.fetchall()]
-        cur.execute(_COLUMNS_SQL, (database, database))
-        col_rows = cur.fetchall()
-        cur.execute(_INDEXES_SQL, (database,))
-        ix_rows = cur.fetchall()
+            return snapshot_databases(settings, databases, own, chunk)
+    wanted = list(dict.fromkeys(databases))
+    out: dict[str, SchemaSnapshot | None] = {}
+    for i in range(0, len(wanted), max(1, chunk)):
+        part = wanted[i:i + max(1, chunk)]
+        in_list = ", ".join(["%s"] * len(part))  # values bound, never formatted in
+        with conn.cursor() as cur:
+            cur.execute(_SCHEMATA_SQL.format(in_list=in_list), part)
+            present = {r[0] for r in cur.fetchall()}
+            cur.execute(_TABLES_SQL.format(in_list=in_list), part)
+            table_rows = cur.fetchall()
+            cur.execute(_COLUMNS_SQL.format(in_list=in_list), part)
+            col_rows = cur.fetchall()
+            cur.execute(_INDEXES_SQL.format(in_list=in_list), part)
+            ix_rows = cur.fetchall()
+        names: dict[str, list[str]] = {d: [] for d in part}
+        for schema, table in table_rows:
+            names.setdefault(schema, []).append(table)
+        cols: dict[str, list[tuple]] = {d: [] for d in part}
+        for row in col_rows:
+            cols.setdefault(row[0], []).append(row[1:])
+        ixs: dict[str, list[tuple]] = {d: [] for d in part}
+        for row in ix_rows:
+            ixs.setdefault(row[0], []).append(row[1:])
+        for d in part:
+            out[d] = _build_snapshot(d, names[d], cols[d], ixs[d]) if d in present else None
+    return out
 
+
+def _build_snapshot(database: str, names: list[str], col_rows: list[tuple], ix_rows: list[tuple]) -> SchemaSnapshot:
     columns: dict[str, list[ColumnSnapshot]] = {n: [] for n in names}
     for table, name, ordinal, default, is_nullable, column_type, extra in col_rows:
+        if table not in columns:
+            continue  # a view's columns
         nullable = is_nullable == "YES"
         auto_inc = "auto_increment" in (extra or "").lower()
         columns.setdefault(table, []).append(ColumnSnapshot(

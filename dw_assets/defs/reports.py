@@ -5,6 +5,8 @@ Refresh: gold and portfolio assets re-materialise when silver (or gold) changed,
 (a debounce: a steady stream of silver commits yields one refresh per interval, not one per commit).
 """
 
+import os
+
 import dagster as dg
 
 from dw_assets.partitions import CLIENTS_PARTITION_NAME, clients_partitions
@@ -14,8 +16,23 @@ from dw_assets.reports.render import chart_markdown, markdown_table, write_scope
 from dw_assets.resources import DwSettings
 
 OWNERS = ["team:analytics"]
-GOLD_REFRESH_CRON = "*/10 * * * *"
-PORTFOLIO_REFRESH_CRON = "*/30 * * * *"
+
+
+def refresh_cron(variable: str, default: str) -> str:
+    """A refresh cadence from the environment (read when the code location loads), checked here so that a typo
+    names the variable instead of failing deep inside Dagster."""
+    cron = os.environ.get(variable, "").strip() or default
+    try:
+        dg.AutomationCondition.cron_tick_passed(cron)
+    except Exception:  # noqa: BLE001 - Dagster raises a bare invariant error
+        raise ValueError(f"{variable}={cron!r} is not a cron schedule (five fields, for example "
+                         f"{default!r})") from None
+    return cron
+
+
+# Debounce of the report refresh: at most one refresh per tick while silver keeps changing.
+GOLD_REFRESH_CRON = refresh_cron("DW_REPORTS_REFRESH_CRON", "*/10 * * * *")
+PORTFOLIO_REFRESH_CRON = refresh_cron("DW_PORTFOLIO_REFRESH_CRON", "*/30 * * * *")
 
 
 def refresh_when_changed(cron: str) -> dg.AutomationCondition:
@@ -55,6 +72,8 @@ def report_metadata(results: list[GoldResult], reports_dir: str) -> dict[str, dg
     newest = [r.newest_source_ts_ms for r in results if r.newest_source_ts_ms is not None]
     if newest:
         meta["newest_source_change"] = dg.MetadataValue.timestamp(max(newest) / 1000)
+        # Every page includes the source's changes up to here (each report reads its own tables).
+        meta["all_reports_current_to"] = dg.MetadataValue.timestamp(min(newest) / 1000)
     if lags:
         meta["max_lag_seconds_at_build"] = round(max(lags), 1)
     return meta
