@@ -105,3 +105,32 @@ def test_update_merges_stages_in_order_and_records_the_rerun():
     assert [s["stage"] for s in merged["stages"]] == ["cdc", "apply", "scale"]
     assert merged["machine"]["date"] == "d1" and merged["updates"][0]["stages"] == ["apply", "scale"]
     assert "Re-run and merged: apply, scale (d2" in render_markdown(merged)
+
+
+def test_report_freshness_is_read_from_the_instance_and_unrefreshed_markers_are_censored(tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    import dagster as dg
+
+    from dw_assets.bench.e2e import report_latencies
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    instance.add_dynamic_partitions("clients", ["a", "b"])
+
+    @dg.asset(key=["reports", "client_reports"], partitions_def=dg.DynamicPartitionsDefinition(name="clients"))
+    def client_reports() -> None:
+        return None
+
+    before = time.time()
+    assert dg.materialize([client_reports], instance=instance, partition_key="a").success
+    instance.dispose()
+    covered = SimpleNamespace(client="a", committed_at=before - 5, seen_at=before - 2)
+    other_client = SimpleNamespace(client="b", committed_at=before - 5, seen_at=before - 2)
+    after_refresh = SimpleNamespace(client="a", committed_at=time.time() + 5, seen_at=time.time() + 6)
+    unseen = SimpleNamespace(client="a", committed_at=before - 5, seen_at=None)
+    latencies, censored = report_latencies(str(tmp_path), [covered, other_client, after_refresh, unseen])
+    assert len(latencies) == 1 and latencies[0][0] == covered.committed_at
+    assert 5 <= latencies[0][1] < 5 + (time.time() - before) + 1
+    assert censored == 2

@@ -598,14 +598,21 @@ def _dagster(settings: Settings, p: E2EParams, work: Path) -> StageResult:
             "e2e", f"freshness commit → silver p{q}, Dagster sensors + daemon ({p.clients} clients, "
                    f"{p.rate:,.0f} changes/s, windows of {span:.0f} s)", "s", runs,
             None, [], higher_is_better=False, kind="latency",
-            bound="The Kafka-lag sensor's interval and age threshold decide when a landing run starts; each run is "
-                  "a fresh process (code location import) before it lands and applies; the tail is a sensor "
-                  "interval plus a run start." if q == 50 else "Same bounds as p50.",
+            bound="A run drains while its clients have lag, so under load a change waits for the pass in progress "
+                  "and then its own pass (land 10 clients, then ~3 s of Delta commits per client, 2 at a time); "
+                  "the first batch also pays the sensor's age threshold, a tick and a run start." if q == 50
+                  else "Same bounds as p50.",
             extra={"reference_key": f"silver_s_p{q}", "n": len(lat), "unseen": sum(1 for m in loaded
                                                                                     if m.latency_s is None),
                    "marker_interval_s": marker_interval, "peak_rss_mb": dict(rss)}))
-    report_lat, censored = report_latencies(runner.settings.dagster_home, loaded)
-    for q in (50, 95, 99):
+    try:
+        report_lat, censored = report_latencies(runner.settings.dagster_home, loaded)
+    except Exception as e:  # noqa: BLE001 - the silver figures above stand on their own
+        result.figures.append(Figure.not_measured("e2e", "freshness commit → report, Dagster automation", "s",
+                                                  f"reading the instance failed: {type(e).__name__}: {e}",
+                                                  kind="latency"))
+        report_lat, censored = [], 0
+    for q in (50, 95, 99) if report_lat else ():
         runs = []
         for a, b in windows:
             v = percentile([lat for at, lat in report_lat if a <= at < b], q)
@@ -642,7 +649,15 @@ def report_latencies(dagster_home: str, markers: list) -> tuple[list[tuple[float
 
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     try:
-        records = instance.fetch_materializations(dg.AssetKey(list(CLIENT_REPORTS_KEY)), limit=100_000).records
+        records: list = []
+        cursor = None
+        while True:  # Dagster serves at most 10,000 records per call
+            page = instance.fetch_materializations(dg.AssetKey(list(CLIENT_REPORTS_KEY)), limit=10_000,
+                                                   cursor=cursor)
+            records += page.records
+            if not page.has_more:
+                break
+            cursor = page.cursor
         starts: dict[str, float | None] = {}
         by_client: dict[str, list[tuple[float, float]]] = {}
         for r in records:
