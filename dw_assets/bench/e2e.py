@@ -612,6 +612,12 @@ def _dagster(settings: Settings, p: E2EParams, work: Path) -> StageResult:
                                                   f"reading the instance failed: {type(e).__name__}: {e}",
                                                   kind="latency"))
         report_lat, censored = [], 0
+    else:
+        if not report_lat:
+            result.figures.append(Figure.not_measured(
+                "e2e", "freshness commit → report, Dagster automation", "s",
+                f"no client report refresh started after a marker was in silver ({censored} markers)",
+                kind="latency"))
     for q in (50, 95, 99) if report_lat else ():
         runs = []
         for a, b in windows:
