@@ -163,9 +163,10 @@ def snapshot_databases(settings: Settings, databases: Sequence[str], conn: pymys
         with db.connection(settings, role="cdc") as own:
             return snapshot_databases(settings, databases, own, chunk)
     wanted = list(dict.fromkeys(databases))
+    step = max(1, chunk)
     out: dict[str, SchemaSnapshot | None] = {}
-    for i in range(0, len(wanted), max(1, chunk)):
-        part = wanted[i:i + max(1, chunk)]
+    for i in range(0, len(wanted), step):
+        part = wanted[i:i + step]
         in_list = ", ".join(["%s"] * len(part))  # values bound, never formatted in
         with conn.cursor() as cur:
             cur.execute(_SCHEMATA_SQL.format(in_list=in_list), part)
@@ -176,17 +177,17 @@ def snapshot_databases(settings: Settings, databases: Sequence[str], conn: pymys
             col_rows = cur.fetchall()
             cur.execute(_INDEXES_SQL.format(in_list=in_list), part)
             ix_rows = cur.fetchall()
-        names: dict[str, list[str]] = {d: [] for d in part}
-        for schema, table in table_rows:
-            names.setdefault(schema, []).append(table)
-        cols: dict[str, list[tuple]] = {d: [] for d in part}
-        for row in col_rows:
-            cols.setdefault(row[0], []).append(row[1:])
-        ixs: dict[str, list[tuple]] = {d: [] for d in part}
-        for row in ix_rows:
-            ixs.setdefault(row[0], []).append(row[1:])
+        names, cols, ixs = (_by_schema(part, rows) for rows in (table_rows, col_rows, ix_rows))
         for d in part:
-            out[d] = _build_snapshot(d, names[d], cols[d], ixs[d]) if d in present else None
+            out[d] = _build_snapshot(d, [r[0] for r in names[d]], cols[d], ixs[d]) if d in present else None
+    return out
+
+
+def _by_schema(schemas: list[str], rows: Sequence[tuple]) -> dict[str, list[tuple]]:
+    """Rows whose first column is the schema, grouped by it (the schema column dropped)."""
+    out: dict[str, list[tuple]] = {d: [] for d in schemas}
+    for row in rows:
+        out.setdefault(row[0], []).append(row[1:])
     return out
 
 

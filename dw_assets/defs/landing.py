@@ -173,8 +173,8 @@ def _apply_clients(context: dg.OpExecutionContext, settings: Settings, databases
 
 
 def _ingest_pass(context: dg.OpExecutionContext, settings: Settings, config: IngestBatchConfig,
-                 databases: Mapping[str, str]) -> tuple[dict[str, str], dict[str, ClientLag]]:
-    """Land `databases` up to their current end offsets, then apply them; returns (failed, lag after landing)."""
+                 databases: Mapping[str, str]) -> dict[str, str]:
+    """Land `databases` up to their current end offsets, then apply them; returns {client: why it failed}."""
     results = land_clients(settings, databases, parallel=config.parallel)
     lags: dict[str, ClientLag] = {}
     try:
@@ -193,7 +193,7 @@ def _ingest_pass(context: dg.OpExecutionContext, settings: Settings, config: Ing
     if config.apply:
         landed = {c: d for c, d in databases.items() if c not in failed}
         failed.update(_apply_clients(context, settings, landed, parallel=config.apply_parallel))
-    return failed, lags
+    return failed
 
 
 def still_lagging(settings: Settings, databases: Mapping[str, str]) -> dict[str, str]:
@@ -216,8 +216,7 @@ def ingest_client_batch(context: dg.OpExecutionContext, config: IngestBatchConfi
     while pending:
         passes += 1
         pass_started = time.monotonic()
-        pass_failed, _ = _ingest_pass(context, settings, config, pending)
-        failed.update(pass_failed)
+        failed.update(_ingest_pass(context, settings, config, pending))
         if time.monotonic() >= deadline:
             break
         # A failed client is not retried in this run: its error stands and the next sensor tick decides.

@@ -75,8 +75,6 @@ def report_metadata(results: list[GoldResult], reports_dir: str) -> dict[str, dg
     newest = [r.newest_source_ts_ms for r in results if r.newest_source_ts_ms is not None]
     if newest:
         meta["newest_source_change"] = dg.MetadataValue.timestamp(max(newest) / 1000)
-        # Every page includes the source's changes up to here (each report reads its own tables).
-        meta["all_reports_current_to"] = dg.MetadataValue.timestamp(min(newest) / 1000)
     if lags:
         meta["max_lag_seconds_at_build"] = round(max(lags), 1)
     return meta
