@@ -21,7 +21,7 @@ from dw_assets.model import StandardModel, Table, load_model
 from dw_assets.settings import Settings
 
 from . import changes
-from .bronze import append_bronze, read_bronze_since
+from .bronze import append_bronze, read_bronze_since, unique_changes
 from .changes import ChangeParseError
 from .client_state import ClientState
 from .commit_retry import CommitRetriesExhausted
@@ -30,7 +30,8 @@ from .history import apply_history
 from .landing_files import LandingFile, list_landing_files, read_landing_files
 from .paths import open_table, table_url
 from .silver import MergeCounts, merge_silver, truncate_silver
-from .tables import DW_PREFIX, SEQ, SOURCE_TS, ensure_client_tables
+from .ordering import ORDER_COLUMNS
+from .tables import DW_PREFIX, SOURCE_TS, ensure_client_tables
 
 log = logging.getLogger(__name__)
 # Failures that stop one table and let the others go on; anything else is a bug or an outage and propagates.
@@ -42,6 +43,7 @@ class TableApply:
     table: str
     events: int = 0  # change events merged in this run (from this batch or caught up from bronze)
     bronze_rows: int = 0  # appended to bronze in this run
+    bronze_duplicates: int = 0  # redelivered events not appended (bronze or the batch already had them)
     bronze_version: int | None = None
     silver: MergeCounts = field(default_factory=MergeCounts)
     history: MergeCounts | None = None
@@ -151,7 +153,7 @@ def _pending_files(settings: Settings, model: StandardModel, database: str, stat
 
 def _read_batch(settings: Settings, pending: list[LandingFile], state: ClientState, con: duckdb.DuckDBPyConnection,
                 now: datetime, result: ApplyResult) -> dict[str, pa.Table]:
-    """The pending files as bronze rows of the next batch, per table."""
+    """The pending files as bronze rows of the next batch, per table, each change event once."""
     batch = state.last_batch + 1
     result.new_batch = batch
     rows = changes.bronze_rows(con, read_landing_files(settings, pending), batch, now)
@@ -159,13 +161,17 @@ def _read_batch(settings: Settings, pending: list[LandingFile], state: ClientSta
     per_table: dict[str, pa.Table] = {}
     for table in sorted({f.table for f in pending}):
         topic = next(f.topic for f in pending if f.table == table)
-        per_table[table] = rows.filter(pc.equal(rows["kafka_topic"], topic))
+        table_rows = rows.filter(pc.equal(rows["kafka_topic"], topic))
+        per_table[table] = unique_changes(con, table_rows)
+        result.tables.setdefault(table, TableApply(table)).bronze_duplicates = (
+            table_rows.num_rows - per_table[table].num_rows)
     return per_table
 
 
 def _append_table(settings: Settings, client: str, table: str, rows: pa.Table, batch: int, tr: TableApply) -> None:
     appended = append_bronze(settings, client, table, rows, batch)
     tr.bronze_rows, tr.bronze_version = appended.rows, appended.version
+    tr.bronze_duplicates += appended.duplicates
 
 
 def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, target: int, new_batch: bool,
@@ -211,7 +217,7 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
     typed = changes.typed_events(con, events, data_fields)
     tr.events = events.num_rows
 
-    truncate_at = changes.truncate_seq(con, events)
+    truncate_at = changes.truncate_order(events)
     stored = state.truncated.get(t.name)
     if truncate_at is not None and (stored is None or truncate_at > stored):
         tr.truncated_rows = truncate_silver(settings, client, t.name, truncate_at)
@@ -222,8 +228,8 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
     columns = [f.name for f in data_fields]
     tr.silver = merge_silver(settings, client, t.name, keys, typed, columns, con, now, truncated_at=effective)
     if t.options.scd2:
-        truncates = events.filter(pc.equal(events["op"], "t")).select([SEQ, "source_ts_ms"]).rename_columns(
-            [SEQ, SOURCE_TS])
+        truncates = events.filter(pc.equal(events["op"], "t")).select([*ORDER_COLUMNS, "source_ts_ms"]).rename_columns(
+            [*ORDER_COLUMNS, SOURCE_TS])
         tr.history = apply_history(settings, client, t.name, keys, columns, typed, truncates, con)
     ts = pc.max(typed[SOURCE_TS]).as_py() if typed.num_rows else None
     tr.latest_source_ts_ms = ts

@@ -28,7 +28,8 @@ from .evolution import StaticSourceSchema
 from .paths import is_s3, open_table, storage_options, table_url
 from .silver import dq
 from .synthetic import write_landing_table
-from .tables import SEQ, SOURCE_TS, data_fields
+from .ordering import ORDER_COLUMNS
+from .tables import SOURCE_TS, data_fields
 
 BENCH_TABLE = "bench_items"
 BENCH_MODEL = {
@@ -171,7 +172,7 @@ def _reference_merge(settings: Settings, model, client: str, silver_url: str, v0
     try:
         write_deltalake(f"{scratch}/t", start.to_pyarrow_table(), configuration={"delta.enableChangeDataFeed": "true"})
         dt = DeltaTable(f"{scratch}/t")
-        cols = [c.name for c in t.columns] + [SEQ, SOURCE_TS]
+        cols = [c.name for c in t.columns] + [*ORDER_COLUMNS, SOURCE_TS]
         values = {dq(c): f"s.{dq(c)}" for c in cols}
         pred = " AND ".join(f"t.{dq(k)} = s.{dq(k)}" for k in t.primary_key)
         t0 = time.perf_counter()

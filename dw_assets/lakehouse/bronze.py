@@ -1,14 +1,20 @@
-"""Bronze: every landed change event of a table, appended exactly once per landing file.
+"""Bronze: every landed change event of a table, once.
 
-Each append commit carries `dw.batch` and `dw.files` in its commit metadata. The manifest is committed after
-bronze, so after a crash in between the re-run (same batch number) finds its files in bronze's recent
-history and skips them: exactly once without a MERGE on coordinates over the whole table.
+A change is identified by its source coordinates: the order pair (`_dw_seq`, `_dw_seq_row`), `op` and the Kafka
+key. The key is needed because snapshot chunks taken at the same binlog position number their rows from 0
+each, and `op` because a primary-key change is a delete and a create at one position; a TRUNCATE (sent on
+every partition, key NULL) is kept once. Redeliveries (a capture restart re-emits the transaction in flight, a
+producer retry) are dropped within a batch (`unique_changes`) and against what bronze holds (an anti-join on
+the batch's seq values, which exact int64 statistics prune to few files). Events without coordinates are
+never dropped. Each append commit also carries `dw.batch` and `dw.files`, so the re-run of a batch whose
+manifest commit was lost skips its files without reading them.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -17,6 +23,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from dw_assets.settings import Settings
 
 from .commit_retry import with_commit_retry
+from .ordering import ORDER_COLUMNS, SEQ, quote
 from .paths import open_table, read_table, table_url
 
 HISTORY_LOOKBACK = 50  # commits; maintenance commits in between carry no dw.batch
@@ -27,6 +34,47 @@ class BronzeAppend:
     rows: int
     skipped_files: tuple[str, ...]  # already in bronze from an interrupted run
     version: int | None
+    duplicates: int = 0  # events bronze already held (redeliveries)
+
+
+IDENTITY = (*ORDER_COLUMNS, "op", "key")  # with known source coordinates; see the module docstring
+_KNOWN = "source_file IS NOT NULL AND source_pos IS NOT NULL"
+_SAME = " AND ".join(f"a.{quote(c)} IS NOT DISTINCT FROM b.{quote(c)}" for c in IDENTITY)
+
+
+def unique_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Table:
+    """`rows` (bronze rows of one table) with each change once: the first delivery by Kafka coordinates."""
+    ids = rows.select([*IDENTITY, "source_file", "source_pos", "kafka_partition", "kafka_offset"]).append_column(
+        "_i", pa.array(range(rows.num_rows), pa.int64()))
+    con.register("u_in", ids)
+    try:
+        keep = con.sql(f"SELECT _i FROM u_in WHERE NOT ({_KNOWN}) OR _i IN ("
+                       f" SELECT first(_i ORDER BY kafka_partition, kafka_offset, _i) FROM u_in WHERE {_KNOWN}"
+                       f" GROUP BY {', '.join(quote(c) for c in IDENTITY)}) ORDER BY _i").to_arrow_table()["_i"]
+    finally:
+        con.unregister("u_in")
+    return rows if len(keep) == rows.num_rows else rows.take(keep)
+
+
+def _not_in_bronze(dt: DeltaTable, rows: pa.Table) -> pa.Table:
+    """`rows` minus the changes bronze already holds (compared on IDENTITY, read for the batch's seqs only)."""
+    seqs = pc.unique(rows.filter(pc.and_(pc.is_valid(rows["source_file"]), pc.is_valid(rows["source_pos"])))[SEQ])
+    if len(seqs) == 0:
+        return rows
+    held = read_table(dt, columns=list(IDENTITY), filter=(pads.field(SEQ) >= pc.min(seqs)) & (
+        pads.field(SEQ) <= pc.max(seqs)) & pads.field(SEQ).isin(seqs))
+    if held.num_rows == 0:
+        return rows
+    con = duckdb.connect()  # the bronze appends run in worker threads: a connection of their own
+    try:
+        con.register("a", rows.select([*IDENTITY, "source_file", "source_pos"]).append_column(
+            "_i", pa.array(range(rows.num_rows), pa.int64())))
+        con.register("b", held)
+        keep = con.sql(f"SELECT _i FROM a WHERE NOT ({_KNOWN}) OR NOT EXISTS (SELECT 1 FROM b WHERE {_SAME}) "
+                       "ORDER BY _i").to_arrow_table()["_i"]
+    finally:
+        con.close()
+    return rows if len(keep) == rows.num_rows else rows.take(keep)
 
 
 def files_in_batch(dt: DeltaTable, batch: int) -> set[str]:
@@ -44,7 +92,8 @@ def files_in_batch(dt: DeltaTable, batch: int) -> set[str]:
 
 
 def append_bronze(settings: Settings, client: str, table: str, rows: pa.Table, batch: int) -> BronzeAppend:
-    """Append the batch's events of one table, minus files an interrupted run already appended."""
+    """Append the batch's events of one table (each change once, see `unique_changes`), minus the files an
+    interrupted run already appended and the changes bronze holds from earlier deliveries."""
     url = table_url(settings, "bronze", client, table)
 
     def step() -> BronzeAppend:
@@ -54,12 +103,14 @@ def append_bronze(settings: Settings, client: str, table: str, rows: pa.Table, b
         todo = rows
         if done:
             todo = rows.filter(pc.invert(pc.is_in(rows["_dw_landing_file"], pa.array(sorted(done), pa.string()))))
-        files = sorted(set(todo["_dw_landing_file"].to_pylist())) if todo.num_rows else []
+        fresh = _not_in_bronze(dt, todo) if todo.num_rows else todo
+        duplicates = todo.num_rows - fresh.num_rows
+        files = sorted(set(fresh["_dw_landing_file"].to_pylist())) if fresh.num_rows else []
         if not files:
-            return BronzeAppend(0, tuple(sorted(done)), None)
-        write_deltalake(dt, todo, mode="append", commit_properties=CommitProperties(
+            return BronzeAppend(0, tuple(sorted(done)), None, duplicates)
+        write_deltalake(dt, fresh, mode="append", commit_properties=CommitProperties(
             custom_metadata={"dw.batch": str(batch), "dw.files": json.dumps(files)}))
-        return BronzeAppend(todo.num_rows, tuple(sorted(done)), dt.version())
+        return BronzeAppend(fresh.num_rows, tuple(sorted(done)), dt.version(), duplicates)
 
     return with_commit_retry(step, f"bronze append {client}.{table}")
 

@@ -1,4 +1,4 @@
-"""Change events as SQL: binlog ordering, typed row images from JSON text, latest change per key.
+"""Change events as SQL: typed row images from JSON text, latest change per key (order: `ordering`).
 
 All bulk work runs in DuckDB over Arrow (no per-row Python): `json_transform` to a struct of strings, then one
 CAST per column to the lake type; measured ~0.13 s per 100k events x 10 columns, ~2x faster than Polars'
@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from decimal import Decimal
 from typing import Sequence
 
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from .tables import SEQ, SOURCE_TS, bronze_schema
-
-# _dw_seq = file number | position | (r=0 else 1) | row, as one DECIMAL(38,0) that sorts like the binlog:
-# snapshot rows (`r`) come at the snapshot position, before any streamed change at that same position.
-# Widths: file number < 10^12, event position < 10^13 (positions are 32-bit), row index < 10^10.
-_SEQ_SQL = """CAST(
-    CAST(coalesce(TRY_CAST(regexp_extract(source_file, '(\\d+)$', 1) AS BIGINT), 0) AS HUGEINT)
-        * CAST('1000000000000000000000000' AS HUGEINT)
-    + CAST(coalesce(source_pos, 0) AS HUGEINT) * CAST('100000000000' AS HUGEINT)
-    + CAST(CASE WHEN op = 'r' THEN 0 ELSE 1 END AS HUGEINT) * CAST('10000000000' AS HUGEINT)
-    + CAST(coalesce(source_row, 0) AS HUGEINT)
-  AS DECIMAL(38,0))"""
+from .ordering import ORDER_COLUMNS, SEQ, SEQ_ROW, SEQ_TYPE, ChangeOrder, max_order, order_columns
+from .ordering import quote as qi  # noqa: F401  (quotes DuckDB identifiers; used here and by other modules)
+from .tables import SOURCE_TS, bronze_schema
 
 
 class ChangeParseError(ValueError):
@@ -40,27 +31,18 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def qi(name: str) -> str:
-    """Quote an identifier for DuckDB."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
 def bronze_rows(con: duckdb.DuckDBPyConnection, landing: pa.Table, batch: int, ingested_at: datetime) -> pa.Table:
-    """Landing rows + `_dw_seq`, `_dw_batch`, `_dw_ingested_at`, in bronze's schema.
+    """Landing rows + `_dw_seq`, `_dw_seq_row`, `_dw_batch`, `_dw_ingested_at`, in bronze's schema.
 
-    Only the ordering column is computed in DuckDB; the (large) JSON columns stay in their Arrow buffers.
+    Only the ordering columns are computed in DuckDB; the (large) JSON columns stay in their Arrow buffers.
     """
-    con.register("landing_in", landing.select(["op", "source_file", "source_pos", "source_row"]))
-    try:
-        seq = con.sql(f"SELECT {_SEQ_SQL} AS {SEQ} FROM landing_in").to_arrow_table()[SEQ]
-    finally:
-        con.unregister("landing_in")
+    seq, seq_row = order_columns(con, landing)
     n = landing.num_rows
-    out = (landing.append_column(SEQ, seq)
+    out = (landing.append_column(SEQ, seq).append_column(SEQ_ROW, seq_row)
            .append_column("_dw_batch", pa.array([batch] * n, pa.int64()) if n else pa.array([], pa.int64()))
            .append_column("_dw_ingested_at", pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC"))))
     schema = bronze_schema()
@@ -110,7 +92,8 @@ def _convert(name: str, t: pa.DataType) -> str:
 
 
 def typed_events(con: duckdb.DuckDBPyConnection, events: pa.Table, columns: Sequence[pa.Field]) -> pa.Table:
-    """Row changes (not truncates) with typed columns: `columns` + `_dw_op`, `_dw_seq`, `_dw_source_ts_ms`.
+    """Row changes (not truncates) with typed columns: `columns` + `_dw_op`, `_dw_seq`, `_dw_seq_row`,
+    `_dw_source_ts_ms`.
 
     The image is `after` for c/u/r and `before` for d, so a delete carries its key. Values are extracted as
     text first: JSON numbers, strings and nested JSON text all become the literal text, then CAST exactly
@@ -118,40 +101,36 @@ def typed_events(con: duckdb.DuckDBPyConnection, events: pa.Table, columns: Sequ
     """
     spec = json.dumps({f.name: "VARCHAR" for f in columns})
     select = ", ".join(f"{_convert(f.name, f.type)} AS {qi(f.name)}" for f in columns)
-    con.register("events_in", events.select(["op", "after", "before", SEQ, "source_ts_ms"]))
+    seq = ", ".join(ORDER_COLUMNS)
+    con.register("events_in", events.select(["op", "after", "before", *ORDER_COLUMNS, "source_ts_ms"]))
     try:
         out = con.sql(
-            f"SELECT {select}, op AS _dw_op, {SEQ}, source_ts_ms AS {SOURCE_TS} FROM ("
-            f"  SELECT op, {SEQ}, source_ts_ms, json_transform(coalesce(after, before), {sql_literal(spec)}) AS img"
+            f"SELECT {select}, op AS _dw_op, {seq}, source_ts_ms AS {SOURCE_TS} FROM ("
+            f"  SELECT op, {seq}, source_ts_ms, json_transform(coalesce(after, before), {sql_literal(spec)}) AS img"
             "   FROM events_in WHERE op <> 't')").to_arrow_table()
     except (duckdb.ConversionException, duckdb.InvalidInputException) as e:
         raise ChangeParseError(str(e).splitlines()[0]) from None
     finally:
         con.unregister("events_in")
-    schema = pa.schema(list(columns) + [pa.field("_dw_op", pa.string()), pa.field(SEQ, pa.decimal128(38, 0)),
-                                        pa.field(SOURCE_TS, pa.int64())])
+    schema = pa.schema(list(columns) + [pa.field("_dw_op", pa.string()), pa.field(SEQ, SEQ_TYPE),
+                                        pa.field(SEQ_ROW, SEQ_TYPE), pa.field(SOURCE_TS, pa.int64())])
     # Relax nullability for the cast: NOT NULL is enforced by the Delta write.
     return out.cast(pa.schema([f.with_nullable(True) for f in schema]))
 
 
-def truncate_seq(con: duckdb.DuckDBPyConnection, events: pa.Table) -> Decimal | None:
+def truncate_order(events: pa.Table) -> ChangeOrder | None:
     """The position of the last TRUNCATE in `events`, or None."""
-    con.register("trunc_in", events.select(["op", SEQ]))
-    try:
-        (v,) = con.sql(f"SELECT max({SEQ}) FROM trunc_in WHERE op = 't'").fetchall()[0]
-    finally:
-        con.unregister("trunc_in")
-    return v
+    return max_order(events.filter(pc.equal(events["op"], "t")))
 
 
-def latest_per_key(typed: pa.Table, keys: Sequence[str], after_seq: Decimal | None = None) -> pa.Table:
-    """One row per key: the change with the highest `_dw_seq` (and newer than `after_seq`, a truncate).
+def latest_per_key(typed: pa.Table, keys: Sequence[str], after: ChangeOrder | None = None) -> pa.Table:
+    """One row per key: the latest change by (`_dw_seq`, `_dw_seq_row`), and newer than `after` (a truncate).
 
     Polars' sort + unique(keep="last") measured ~4x faster than a DuckDB window (QUALIFY row_number()).
     """
     df = pl.from_arrow(typed)
     assert isinstance(df, pl.DataFrame)
-    if after_seq is not None:
-        df = df.filter(pl.col(SEQ) > pl.lit(after_seq, dtype=pl.Decimal(38, 0)))
-    latest = df.sort(SEQ).unique(subset=list(keys), keep="last", maintain_order=False)
+    if after is not None:
+        df = df.filter((pl.col(SEQ) > after.seq) | ((pl.col(SEQ) == after.seq) & (pl.col(SEQ_ROW) > after.row)))
+    latest = df.sort(list(ORDER_COLUMNS)).unique(subset=list(keys), keep="last", maintain_order=False)
     return latest.to_arrow().cast(typed.schema)

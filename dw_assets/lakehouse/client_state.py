@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from decimal import Decimal
 from typing import Iterable
 
 import pyarrow as pa
@@ -19,8 +18,9 @@ from dw_assets.settings import Settings
 
 from .commit_retry import with_commit_retry
 from .landing_files import LandingFile
+from .ordering import SEQ, SEQ_ROW, ChangeOrder
 from .paths import meta_url, open_table, read_table
-from .tables import MANIFEST, PROGRESS, SEQ, TRUNCATIONS, manifest_schema, progress_schema, truncations_schema
+from .tables import MANIFEST, PROGRESS, TRUNCATIONS, manifest_schema, progress_schema, truncations_schema
 
 
 def _read(settings: Settings, client: str, name: str) -> pa.Table:
@@ -51,9 +51,10 @@ class ClientState:
         for t, b in zip(progress["table"].to_pylist(), progress["batch"].to_pylist()):
             self.applied[t] = max(b, self.applied.get(t, 0))
         trunc = _read(settings, client, TRUNCATIONS)
-        self.truncated: dict[str, Decimal] = {}
-        for t, s in zip(trunc["table"].to_pylist(), trunc[SEQ].to_pylist()):
-            self.truncated[t] = max(s, self.truncated.get(t, s))
+        self.truncated: dict[str, ChangeOrder] = {}
+        for t, s, r in zip(trunc["table"].to_pylist(), trunc[SEQ].to_pylist(), trunc[SEQ_ROW].to_pylist()):
+            o = ChangeOrder(s, r)
+            self.truncated[t] = max(o, self.truncated.get(t, o))
 
     def record_files(self, files: Iterable[LandingFile], rows: dict[str, int], batch: int, now: datetime) -> None:
         files = list(files)
@@ -75,11 +76,11 @@ class ClientState:
             [{"table": t, "batch": batch, "applied_at": now} for t in tables], schema=progress_schema()))
         self.applied.update({t: batch for t in tables})
 
-    def record_truncation(self, table: str, seq: Decimal, now: datetime) -> None:
+    def record_truncation(self, table: str, at: ChangeOrder, now: datetime) -> None:
         with self._lock:
-            self._record_truncation(table, seq, now)
+            self._record_truncation(table, at, now)
 
-    def _record_truncation(self, table: str, seq: Decimal, now: datetime) -> None:
+    def _record_truncation(self, table: str, at: ChangeOrder, now: datetime) -> None:
         _append(self.settings, self.client, TRUNCATIONS, pa.Table.from_pylist(
-            [{"table": table, SEQ: seq, "applied_at": now}], schema=truncations_schema()))
-        self.truncated[table] = max(seq, self.truncated.get(table, seq))
+            [{"table": table, SEQ: at.seq, SEQ_ROW: at.row, "applied_at": now}], schema=truncations_schema()))
+        self.truncated[table] = max(at, self.truncated.get(table, at))

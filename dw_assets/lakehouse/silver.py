@@ -1,8 +1,8 @@
 """Silver: the current state of each source table, maintained by an ordered MERGE of each batch of changes.
 
-Order is `_dw_seq` (binlog file/position/row, stored in silver): only the latest change per key in a batch is
+Order is (`_dw_seq`, `_dw_seq_row`) (binlog file/position/row, stored in silver; see `ordering`): only the latest change per key in a batch is
 merged, and only if newer than the row in silver, so replayed and out-of-order batches are harmless.
-Deletes remove the row and leave a tombstone (key, seq) in `<lake>/meta/<client>/tombstones/<table>` so a late,
+Deletes remove the row and leave a tombstone (key, order) in `<lake>/meta/<client>/tombstones/<table>` so a late,
 older upsert of a deleted key is dropped (Databricks AUTO CDC keeps tombstones the same way; maintenance
 expires them after the retention period, beyond which a later-arriving older event is accepted).
 A TRUNCATE at position T deletes every row older than T and is remembered in `truncations`.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Sequence
 
 import duckdb
@@ -23,8 +22,9 @@ from dw_assets.settings import Settings
 
 from .changes import latest_per_key, qi
 from .commit_retry import with_commit_retry
+from .ordering import ORDER_COLUMNS, SEQ, ChangeOrder, before_literal_sql, newer_sql, quote
 from .paths import meta_url, open_table, read_table, table_url
-from .tables import SEQ, SOURCE_TS, TOMBSTONES
+from .tables import SOURCE_TS, TOMBSTONES
 
 
 @dataclass
@@ -37,9 +37,7 @@ class MergeCounts:
     metrics: dict = field(default_factory=dict)
 
 
-def dq(name: str) -> str:
-    """Quote a column for deltalake's SQL expressions (DataFusion lower-cases unquoted names)."""
-    return '"' + name.replace('"', '""') + '"'
+dq = quote  # deltalake's SQL expressions: DataFusion lower-cases unquoted names
 
 
 def _key_predicate(keys: Sequence[str]) -> str:
@@ -53,12 +51,12 @@ def _open(settings: Settings, url: str) -> DeltaTable:
     return dt
 
 
-def truncate_silver(settings: Settings, client: str, table: str, seq: Decimal) -> int:
-    """Delete every silver row older than the TRUNCATE at `seq` (rows of later changes stay). Idempotent."""
+def truncate_silver(settings: Settings, client: str, table: str, at: ChangeOrder) -> int:
+    """Delete every silver row older than the TRUNCATE at `at` (rows of later changes stay). Idempotent."""
     url = table_url(settings, "silver", client, table)
 
     def step() -> int:
-        m = _open(settings, url).delete(f"{SEQ} < CAST('{seq}' AS DECIMAL(38,0))")
+        m = _open(settings, url).delete(before_literal_sql(at))
         return int(m.get("num_deleted_rows", 0))
 
     return with_commit_retry(step, f"silver truncate {client}.{table}")
@@ -77,7 +75,8 @@ def _filter_applicable(con: duckdb.DuckDBPyConnection, latest: pa.Table, current
     try:
         return con.sql(
             f"SELECT l.* FROM l_in l LEFT JOIN s_in s ON {on_s} LEFT JOIN t_in t ON {on_t} "
-            f"WHERE (s.{SEQ} IS NULL OR l.{SEQ} > s.{SEQ}) AND (t.{SEQ} IS NULL OR l.{SEQ} >= t.{SEQ}) "
+            f"WHERE (s.{SEQ} IS NULL OR {newer_sql('l', 's')}) "
+            f"AND (t.{SEQ} IS NULL OR {newer_sql('l', 't', or_equal=True)}) "
             f"AND NOT (l._dw_op = 'd' AND s.{SEQ} IS NULL)").to_arrow_table()
     finally:
         for n in ("l_in", "s_in", "t_in"):
@@ -90,18 +89,18 @@ def record_tombstones(settings: Settings, client: str, table: str, keys: Sequenc
     if deletes.num_rows == 0:
         return 0
     url = meta_url(settings, client, f"{TOMBSTONES}/{table}")
-    src = deletes.select(list(keys) + [SEQ]).append_column(
+    src = deletes.select(list(keys) + list(ORDER_COLUMNS)).append_column(
         "_dw_deleted_at", pa.array([now] * deletes.num_rows, pa.timestamp("us", tz="UTC")))
 
     def step() -> int:
         dt = _open(settings, url)
-        existing = read_table(dt, columns=list(keys) + [SEQ])
+        existing = read_table(dt, columns=list(keys) + list(ORDER_COLUMNS))
         con.register("d_in", src)
         con.register("e_in", existing)
         on = " AND ".join(f"d.{qi(k)} = e.{qi(k)}" for k in keys)
         try:
             newer = con.sql(f"SELECT d.* FROM d_in d LEFT JOIN e_in e ON {on} "
-                                f"WHERE e.{SEQ} IS NULL OR d.{SEQ} > e.{SEQ}").to_arrow_table()
+                                f"WHERE e.{SEQ} IS NULL OR {newer_sql('d', 'e')}").to_arrow_table()
         finally:
             con.unregister("d_in")
             con.unregister("e_in")
@@ -110,8 +109,8 @@ def record_tombstones(settings: Settings, client: str, table: str, keys: Sequenc
         cols = {dq(c): f"s.{dq(c)}" for c in newer.column_names}
         (dt.merge(newer, _key_predicate(keys),
                   source_alias="s", target_alias="t")
-         .when_matched_update({dq(SEQ): f"s.{dq(SEQ)}", dq("_dw_deleted_at"): 's."_dw_deleted_at"'},
-                              predicate=f"s.{dq(SEQ)} > t.{dq(SEQ)}")
+         .when_matched_update({**{dq(c): f"s.{dq(c)}" for c in ORDER_COLUMNS},
+                               dq("_dw_deleted_at"): 's."_dw_deleted_at"'}, predicate=newer_sql("s", "t"))
          .when_not_matched_insert(cols).execute())
         return newer.num_rows
 
@@ -120,29 +119,29 @@ def record_tombstones(settings: Settings, client: str, table: str, keys: Sequenc
 
 def merge_silver(settings: Settings, client: str, table: str, keys: Sequence[str], typed: pa.Table,
                  columns: Sequence[str], con: duckdb.DuckDBPyConnection, now: datetime,
-                 truncated_at: Decimal | None = None) -> MergeCounts:
+                 truncated_at: ChangeOrder | None = None) -> MergeCounts:
     """MERGE one batch of typed changes (any order, duplicates allowed) into silver.
 
     `columns` are silver's data columns; `truncated_at` drops changes at or before the table's last TRUNCATE.
     Retries the whole step (re-reading silver) when a concurrent writer wins the commit.
     """
-    latest = latest_per_key(typed, keys, after_seq=truncated_at)
+    latest = latest_per_key(typed, keys, after=truncated_at)
     deletes = latest.filter(pc.equal(latest["_dw_op"], "d"))
     record_tombstones(settings, client, table, keys, deletes, now, con)
     url = table_url(settings, "silver", client, table)
     tomb_url = meta_url(settings, client, f"{TOMBSTONES}/{table}")
-    data = list(columns) + [SEQ, SOURCE_TS]
+    data = list(columns) + list(ORDER_COLUMNS) + [SOURCE_TS]
 
     def step() -> MergeCounts:
         dt = _open(settings, url)
-        current = read_table(dt, columns=list(keys) + [SEQ])
-        tombs = read_table(_open(settings, tomb_url), columns=list(keys) + [SEQ])
+        current = read_table(dt, columns=list(keys) + list(ORDER_COLUMNS))
+        tombs = read_table(_open(settings, tomb_url), columns=list(keys) + list(ORDER_COLUMNS))
         todo = _filter_applicable(con, latest, current, tombs, keys)
         counts = MergeCounts(ignored=typed.num_rows - todo.num_rows)
         if todo.num_rows == 0:
             return counts
         values = {dq(c): f"s.{dq(c)}" for c in data}
-        newer = f"s.{dq(SEQ)} > t.{dq(SEQ)}"  # re-checked inside the MERGE against the committed snapshot
+        newer = newer_sql("s", "t")  # re-checked inside the MERGE against the committed snapshot
         m = (dt.merge(todo, _key_predicate(keys), source_alias="s", target_alias="t")
              .when_matched_delete(predicate=f"s._dw_op = 'd' AND {newer}")
              .when_matched_update(values, predicate=f"s._dw_op <> 'd' AND {newer}")

@@ -39,6 +39,10 @@ class LandingFeed:
         self.images: dict[tuple[str, tuple], dict[str, Any]] = {}
         self.ts_ms = 1_700_000_000_000
 
+    def rotate(self) -> None:
+        """Continue in the next binlog file (as the server does at max_binlog_size or FLUSH LOGS)."""
+        self.file_no, self.pos = self.file_no + 1, 4
+
     def topic(self, table: str) -> str:
         return data_topic(self.settings.kafka.topic_prefix, self.database, table)
 

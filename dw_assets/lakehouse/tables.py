@@ -15,13 +15,12 @@ from dw_assets.contracts import LANDING_SCHEMA
 from dw_assets.model import StandardModel, Table, arrow_type
 from dw_assets.settings import Settings
 
+from .ordering import SEQ, SEQ_END, SEQ_END_ROW, SEQ_ROW, SEQ_TYPE
 from .paths import meta_url, model_meta_url, storage_options, table_exists, table_url
 
-SEQ_TYPE = pa.decimal128(38, 0)
 UTC_TS = pa.timestamp("us", tz="UTC")
 # Lake-maintained columns: prefixed so they can never collide with a model column (model names are plain
-# identifiers, and the model could add `_dw_` ones only on purpose).
-SEQ = "_dw_seq"
+# identifiers, and the model could add `_dw_` ones only on purpose). The ordering pair is in `ordering`.
 SOURCE_TS = "_dw_source_ts_ms"
 DW_PREFIX = "_dw_"
 
@@ -35,11 +34,16 @@ TOMBSTONES = "tombstones"
 def bronze_schema() -> pa.Schema:
     """The landing envelope unchanged (JSON row images: schema-agnostic) plus ordering and lineage columns."""
     return pa.schema(list(LANDING_SCHEMA.remove_metadata()) + [
-        pa.field(SEQ, SEQ_TYPE, nullable=False),
+        *order_fields(),
         pa.field("_dw_landing_file", pa.string(), nullable=False),
         pa.field("_dw_batch", pa.int64(), nullable=False),
         pa.field("_dw_ingested_at", UTC_TS, nullable=False),
     ])
+
+
+def order_fields() -> list[pa.Field]:
+    """`_dw_seq`, `_dw_seq_row`: the change's position (see `ordering`)."""
+    return [pa.field(SEQ, SEQ_TYPE, nullable=False), pa.field(SEQ_ROW, SEQ_TYPE, nullable=False)]
 
 
 def data_fields(table: Table) -> list[pa.Field]:
@@ -47,15 +51,14 @@ def data_fields(table: Table) -> list[pa.Field]:
 
 
 def silver_schema(table: Table) -> pa.Schema:
-    return pa.schema(data_fields(table) + [pa.field(SEQ, SEQ_TYPE, nullable=False),
-                                           pa.field(SOURCE_TS, pa.int64())])
+    return pa.schema(data_fields(table) + order_fields() + [pa.field(SOURCE_TS, pa.int64())])
 
 
 def history_schema(table: Table) -> pa.Schema:
     """SCD type 2: one row per key version, [valid_from, valid_to) in source time, ordered exactly by seq."""
-    return pa.schema(data_fields(table) + [
-        pa.field(SEQ, SEQ_TYPE, nullable=False),  # the change that started this version
-        pa.field("_dw_seq_end", SEQ_TYPE),  # the change that ended it (update, delete or truncate); NULL = current
+    return pa.schema(data_fields(table) + order_fields() + [  # the change that started this version
+        # The change that ended it (update, delete or truncate); NULL = current.
+        pa.field(SEQ_END, SEQ_TYPE), pa.field(SEQ_END_ROW, SEQ_TYPE),
         pa.field("valid_from", UTC_TS),
         pa.field("valid_to", UTC_TS),
         pa.field("is_current", pa.bool_(), nullable=False),
@@ -65,7 +68,7 @@ def history_schema(table: Table) -> pa.Schema:
 
 def tombstone_schema(table: Table) -> pa.Schema:
     keys = [pa.field(c.name, arrow_type(c.type), nullable=False) for c in table.key_columns]
-    return pa.schema(keys + [pa.field(SEQ, SEQ_TYPE, nullable=False), pa.field("_dw_deleted_at", UTC_TS, nullable=False)])
+    return pa.schema(keys + order_fields() + [pa.field("_dw_deleted_at", UTC_TS, nullable=False)])
 
 
 def manifest_schema() -> pa.Schema:
@@ -83,7 +86,7 @@ def progress_schema() -> pa.Schema:
 
 
 def truncations_schema() -> pa.Schema:
-    return pa.schema([pa.field("table", pa.string(), nullable=False), pa.field(SEQ, SEQ_TYPE, nullable=False),
+    return pa.schema([pa.field("table", pa.string(), nullable=False), *order_fields(),
                       pa.field("applied_at", UTC_TS, nullable=False)])
 
 
