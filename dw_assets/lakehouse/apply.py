@@ -1,7 +1,8 @@
 """The apply step for one client: new landing files -> bronze -> silver (+ SCD2 history), all tables in one go.
 
-Order per run: (1) create missing tables; (2) read the landing files not in the manifest; (3) append them to
-bronze per table and commit the manifest (batch number = last + 1); (4) per table, MERGE the batch into silver.
+Order per run: (1) create missing tables (and migrate an old layout, `migration`); (2) read the landing files
+not in the manifest; (3) append them to bronze per table, each change once, and commit the manifest (batch
+number = last + 1); (4) per table, MERGE the batch into silver.
 A table whose silver is behind (failed or interrupted earlier) catches up from bronze (`_dw_batch` > its
 progress), so a schema error in one table never blocks the others nor loses events.
 """
@@ -28,6 +29,7 @@ from .commit_retry import CommitRetriesExhausted
 from .evolution import InformationSchemaSource, SchemaChangeError, SourceSchema, add_columns, plan_new_columns
 from .history import apply_history
 from .landing_files import LandingFile, list_landing_files, read_landing_files
+from .migration import migrate_client
 from .paths import open_table, table_url
 from .silver import MergeCounts, merge_silver, truncate_silver
 from .ordering import ORDER_COLUMNS
@@ -93,6 +95,7 @@ def apply_client(settings: Settings, client: str, model: StandardModel | None = 
     now = datetime.now(timezone.utc)
     result = ApplyResult(client, 0)
     result.created_tables = ensure_client_tables(settings, client, model)
+    migrate_client(settings, client, model)  # a lake of the DECIMAL `_dw_seq` layout: once, before any read
     state = ClientState(settings, client)
     result.timings["prepare"] = time.perf_counter() - started
     source = source_schema or InformationSchemaSource(settings, database)

@@ -1,4 +1,5 @@
-"""`dw lake init|apply|maintain`: create a client's lake tables, apply its new landing files, maintain the lake."""
+"""`dw lake init|apply|maintain|migrate`: create a client's lake tables, apply its new landing files, maintain the
+lake, migrate an old table layout."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,8 @@ from dw_assets.model import load_model
 from dw_assets.settings import Settings
 
 from .apply import ApplyResult, apply_client
-from .maintenance import DEFAULT_RETENTION_HOURS, maintain_lake
+from .maintenance import DEFAULT_RETENTION_HOURS, lake_clients, maintain_lake
+from .migration import migrate_client
 from .tables import ensure_client_tables
 
 
@@ -40,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mt.add_argument("--retention-hours", type=int, default=DEFAULT_RETENTION_HOURS)
     mt.add_argument("--zorder", action="store_true", help="Z-order silver by primary key instead of compacting")
     mt.set_defaults(func=lambda args, settings: cmd_maintain(settings, args.client, args.retention_hours, args.zorder))
+
+    mg = sub.add_parser("migrate", help="rewrite tables of the old DECIMAL `_dw_seq` layout (apply also does it)")
+    mg.add_argument("--client", action="append", help="only this client (repeatable; default every lake client)")
+    mg.add_argument("--model", help="model file (default: the shipped standard model)")
+    mg.set_defaults(func=lambda args, settings: cmd_migrate(settings, args.client, args.model))
 
 
 def cmd_init(settings: Settings, client: str, model_path: str | None) -> int:
@@ -95,4 +102,15 @@ def cmd_maintain(settings: Settings, clients: list[str] | None, retention_hours:
         after = sum(t.files_after for t in r.tables)
         vac = sum(t.files_vacuumed for t in r.tables)
         Console().print(f"{r.client}: {len(r.tables)} table(s), files {before} -> {after}, {vac} vacuumed")
+    return 0
+
+
+def cmd_migrate(settings: Settings, clients: list[str] | None, model_path: str | None) -> int:
+    for c in clients or []:
+        validate_client_name(c)
+    model = load_model(model_path)
+    for client in clients or lake_clients(settings):
+        r = migrate_client(settings, client, model, check_all=True)
+        Console().print(f"{client}: {len(r.migrated)} table(s) migrated, {r.rows} row(s)"
+                        + "".join(f"\n  {u}" for u in r.migrated))
     return 0
