@@ -58,7 +58,8 @@ def lake_materializations(settings: Settings, client: str, model: StandardModel,
         if not r.ok or not (changed or t.name in created):
             continue
         yield dg.AssetKey(["bronze", t.name]), {
-            "rows_appended": r.bronze_rows, **{f"table_{k}": v for k, v in table_facts(settings, "bronze", client, t.name).items()}}
+            "rows_appended": r.bronze_rows, "duplicates_dropped": r.bronze_duplicates,
+            **{f"table_{k}": v for k, v in table_facts(settings, "bronze", client, t.name).items()}}
         facts = table_facts(settings, "silver", client, t.name)
         head = table_head(settings, "silver", client, t.name, PREVIEW_ROWS)
         yield dg.AssetKey(["silver", t.name]), {

@@ -5,9 +5,9 @@ key. The key is needed because snapshot chunks taken at the same binlog position
 each, and `op` because a primary-key change is a delete and a create at one position; a TRUNCATE (sent on
 every partition, key NULL) is kept once. Redeliveries (a capture restart re-emits the transaction in flight, a
 producer retry) are dropped within a batch (`unique_changes`) and against what bronze holds (an anti-join on
-the batch's seq values, which exact int64 statistics prune to few files). Events without coordinates are
-never dropped. Each append commit also carries `dw.batch` and `dw.files`, so the re-run of a batch whose
-manifest commit was lost skips its files without reading them.
+the batch's seq values, which exact int64 statistics prune to few files). Events without coordinates (or
+without a key, other than a TRUNCATE) are never dropped. Each append commit also carries `dw.batch` and
+`dw.files`, so the re-run of a batch whose manifest commit was lost skips its files without reading them.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -38,15 +39,19 @@ class BronzeAppend:
 
 
 IDENTITY = (*ORDER_COLUMNS, "op", "key")  # with known source coordinates; see the module docstring
-_KNOWN = "source_file IS NOT NULL AND source_pos IS NOT NULL"
+# Identity is certain only with coordinates, and with a key unless a TRUNCATE: anything else is kept as is.
+_KNOWN = "source_file IS NOT NULL AND source_pos IS NOT NULL AND (\"key\" IS NOT NULL OR op = 't')"
 _SAME = " AND ".join(f"a.{quote(c)} IS NOT DISTINCT FROM b.{quote(c)}" for c in IDENTITY)
+
+
+def _indexed(rows: pa.Table, columns: list[str]) -> pa.Table:
+    """The identity columns of `rows` and each row's index (`_i`), for DuckDB to pick rows by."""
+    return rows.select([*IDENTITY, *columns]).append_column("_i", pa.array(np.arange(rows.num_rows, dtype=np.int64)))
 
 
 def unique_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Table:
     """`rows` (bronze rows of one table) with each change once: the first delivery by Kafka coordinates."""
-    ids = rows.select([*IDENTITY, "source_file", "source_pos", "kafka_partition", "kafka_offset"]).append_column(
-        "_i", pa.array(range(rows.num_rows), pa.int64()))
-    con.register("u_in", ids)
+    con.register("u_in", _indexed(rows, ["source_file", "source_pos", "kafka_partition", "kafka_offset"]))
     try:
         keep = con.sql(f"SELECT _i FROM u_in WHERE NOT ({_KNOWN}) OR _i IN ("
                        f" SELECT first(_i ORDER BY kafka_partition, kafka_offset, _i) FROM u_in WHERE {_KNOWN}"
@@ -67,8 +72,7 @@ def _not_in_bronze(dt: DeltaTable, rows: pa.Table) -> pa.Table:
         return rows
     con = duckdb.connect()  # the bronze appends run in worker threads: a connection of their own
     try:
-        con.register("a", rows.select([*IDENTITY, "source_file", "source_pos"]).append_column(
-            "_i", pa.array(range(rows.num_rows), pa.int64())))
+        con.register("a", _indexed(rows, ["source_file", "source_pos"]))
         con.register("b", held)
         keep = con.sql(f"SELECT _i FROM a WHERE NOT ({_KNOWN}) OR NOT EXISTS (SELECT 1 FROM b WHERE {_SAME}) "
                        "ORDER BY _i").to_arrow_table()["_i"]

@@ -81,11 +81,11 @@ def _print(r: ApplyResult) -> None:
     table = RichTable(title=f"lake apply {r.client}: batch {r.batch}, {r.files} file(s), {r.events} event(s), "
                             f"{r.seconds:.2f} s")
     table.add_column("table", no_wrap=True)  # names are identifiers: never break them
-    for col in ("bronze rows", "inserted", "updated", "deleted", "ignored", "new columns", "status"):
+    for col in ("bronze rows", "duplicates", "inserted", "updated", "deleted", "ignored", "new columns", "status"):
         table.add_column(col)
     for t in r.tables.values():
-        table.add_row(t.table, str(t.bronze_rows), str(t.silver.inserted), str(t.silver.updated),
-                      str(t.silver.deleted), str(t.silver.ignored), ", ".join(t.added_columns),
+        table.add_row(t.table, str(t.bronze_rows), str(t.bronze_duplicates), str(t.silver.inserted),
+                      str(t.silver.updated), str(t.silver.deleted), str(t.silver.ignored), ", ".join(t.added_columns),
                       "ok" if t.ok else f"[red]{t.error}[/]")
     Console().print(table)
 
