@@ -42,9 +42,9 @@ def apply_history(settings: Settings, client: str, table: str, keys: Sequence[st
         dt = open_table(settings, url)
         assert dt is not None, f"history table missing: {url}"
         # Only versions still open or ended at/after the oldest new change can get a different end.
-        # On `_dw_seq_end` alone (a superset: a version ended at the oldest seq but an earlier row comes along,
-        # its chain is rebuilt unchanged); exact int64 statistics prune the files of closed versions.
-        existing = read_table(dt, columns=list(columns) + [SEQ, SEQ_ROW, SEQ_END, SEQ_END_ROW, "valid_from", "valid_to"],
+        # Filtered on `_dw_seq_end` alone: a superset (a version ended at the oldest seq, before its row, comes
+        # along and is rebuilt unchanged); exact int64 statistics prune the files of older closed versions.
+        existing = read_table(dt, columns=[*columns, SEQ, SEQ_ROW, SEQ_END, SEQ_END_ROW, "valid_from", "valid_to"],
                               filter=pads.field(SEQ_END).is_null() | (pads.field(SEQ_END) >= oldest.seq))
         con.register("ev_in", typed)
         con.register("ex_in", existing)

@@ -137,6 +137,7 @@ def legacy_order(value: Decimal | int) -> ChangeOrder:
 def legacy_order_sql(column: str) -> tuple[str, str]:
     """DuckDB expressions (seq, row) decomposing the old decimal column `column` (NULL stays NULL)."""
     d = f"CAST({quote(column)} AS HUGEINT)"
-    seq = f"CAST(({d} // CAST('1000000000000000000000000' AS HUGEINT)) * {FILE_SHIFT} + ({d} // 100000000000) % 10000000000000 AS BIGINT)"
+    file_no, pos = f"({d} // CAST('1000000000000000000000000' AS HUGEINT))", f"(({d} // 100000000000) % 10000000000000)"
+    seq = f"CAST({file_no} * {FILE_SHIFT} + {pos} AS BIGINT)"
     row = f"CAST((({d} // 10000000000) % 10) * {STREAMED_ROW} + {d} % 10000000000 AS BIGINT)"
     return seq, row

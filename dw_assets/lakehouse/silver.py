@@ -1,7 +1,8 @@
 """Silver: the current state of each source table, maintained by an ordered MERGE of each batch of changes.
 
-Order is (`_dw_seq`, `_dw_seq_row`) (binlog file/position/row, stored in silver; see `ordering`): only the latest change per key in a batch is
-merged, and only if newer than the row in silver, so replayed and out-of-order batches are harmless.
+Order is the pair (`_dw_seq`, `_dw_seq_row`) (binlog file/position/row, stored in silver; see `ordering`): only
+the latest change per key in a batch is merged, and only if newer than the row in silver, so replayed and
+out-of-order batches are harmless.
 Deletes remove the row and leave a tombstone (key, order) in `<lake>/meta/<client>/tombstones/<table>` so a late,
 older upsert of a deleted key is dropped (Databricks AUTO CDC keeps tombstones the same way; maintenance
 expires them after the retention period, beyond which a later-arriving older event is accepted).
