@@ -54,6 +54,12 @@ class DeliveryFailed(RuntimeError):
     """Kafka refused a message for good; capture resumes from the last checkpoint instead of going on."""
 
 
+class BrokerReset(DeliveryFailed):
+    """The broker came back without capture's topics (restarted without its data). An idempotent producer never
+    gets its queued messages acknowledged by such a broker (measured on Tansu: the producer state is gone), so
+    capture drops that producer and resumes from the last checkpoint with a new one."""
+
+
 @dataclass
 class CaptureOptions:
     once: bool = False  # stop at the binlog end position current at start (and after pending snapshots)
@@ -184,6 +190,8 @@ class CaptureService:
                 backoff = min(backoff * 2, self.opt.reconnect_backoff_s[1])
             except DeliveryFailed as e:
                 log.error("%s; resuming from the last checkpoint", e)
+                if isinstance(e, BrokerReset):
+                    self._replace_producer()
                 self._rewind_to_checkpoint()
         self._checkpoint(force=True)
         for w in self.workers.values():
@@ -214,6 +222,13 @@ class CaptureService:
             "error_cb": self._on_client_error,
         }
         return Producer(conf)
+
+    def _replace_producer(self) -> None:
+        self.producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self.producer.poll(0)  # the purged messages' reports: all after the checkpoint, re-read from the binlog
+        self.producer = self._producer()
+        self._delivery_error = None
+        self.topics.clear()  # partition counts are read (and topics created) again on first use
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
@@ -700,6 +715,8 @@ class CaptureService:
             waited = time.monotonic() - started
             log.warning("waiting for Kafka to acknowledge %d messages before checkpointing (%.0f s)",
                         len(self.producer), waited)
+            if waited >= 2 and int(waited) % 5 == 2:
+                self._broker_lost.set()  # a long wait: the broker may have come back without our topics
             self._recheck_topics()
             if self._stop.is_set() and not force:
                 return
@@ -735,12 +752,14 @@ class CaptureService:
             log.warning("broker still unreachable (%s)", e)
             return
         self._broker_lost.clear()
+        recreated = []
         for key, (name, n) in list(self.topics.items()):
             now = self.topic_registry.partitions.get(name)
             if now is None:
                 log.warning("topic %s is gone from the broker (restarted without its data?): creating it again "
                             "with %d partitions; landing will report the lost events", name, n)
                 self.topic_registry.ensure(name, n)
+                recreated.append(name)
             elif now != n:
                 raise CaptureError(
                     f"topic {name} now has {now} partitions, capture produced to {n}: keys would move between "
@@ -752,6 +771,9 @@ class CaptureService:
         ):
             if name not in self.topic_registry.partitions:
                 self.topic_registry.ensure(name, parts, conf)
+        if recreated and len(self.producer):
+            raise BrokerReset(f"the broker lost {len(recreated)} topics (e.g. {recreated[0]}) with "
+                              f"{len(self.producer)} messages unacknowledged")
 
     def _replay(self, db: str, since: Position) -> None:
         """Emit `db`'s changes again from `since` on (lost between Kafka and landing), without re-emitting any
