@@ -54,9 +54,18 @@ class DeliveryFailed(RuntimeError):
     """Kafka refused a message for good; capture resumes from the last checkpoint instead of going on."""
 
 
+class BrokerReset(DeliveryFailed):
+    """The broker came back without capture's topics (restarted without its data). An idempotent producer never
+    gets its queued messages acknowledged by such a broker (measured on Tansu: the producer state is gone), so
+    capture drops that producer and resumes from the last checkpoint with a new one."""
+
+
 @dataclass
 class CaptureOptions:
     once: bool = False  # stop at the binlog end position current at start (and after pending snapshots)
+    # How long a checkpoint waits for Kafka to acknowledge what was produced before capture gives up (exits
+    # with an error, checkpoint not advanced; a restart resumes from the last checkpoint).
+    flush_timeout_s: float = 120.0
     heartbeat_interval_ms: int = 5000
     stats_interval_s: float = 10.0
     checkpoint_interval_ms: int = 1000  # 0: checkpoint after every transaction (slower, fewer re-emits)
@@ -113,6 +122,9 @@ class CaptureService:
         self._last_checkpoint: Checkpoint | None = None
         self._last_save = 0.0
         self._last_poll = 0.0
+        self.skip_before: dict[str, Position] = {}  # see Checkpoint.skip_before
+        self._restart_stream = False  # a replay moved the position back: reconnect the reader there
+        self._broker_lost = threading.Event()  # the producer lost its connection: re-check topics when back
 
     # ---- public ------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -156,6 +168,7 @@ class CaptureService:
         else:
             self.position, self.file, self.gtid = cp.position, cp.file, cp.gtid
             self.databases = dict(cp.databases)
+            self.skip_before = {db: Position.of(f, p) for db, (f, p) in cp.skip_before.items()}
             self.stats.last_source_ts_ms = cp.last_event_ts_ms
             log.info("resuming from checkpoint %s (gtid %s)", cp.position, cp.gtid)
         self.target = end if self.opt.once else None
@@ -165,6 +178,9 @@ class CaptureService:
         while True:
             try:
                 self._stream()
+                if self._restart_stream and not self._stop.is_set():
+                    self._restart_stream = False
+                    continue
                 break
             except (StreamDisconnected, pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError) as e:
                 if self._stop.is_set():
@@ -174,6 +190,8 @@ class CaptureService:
                 backoff = min(backoff * 2, self.opt.reconnect_backoff_s[1])
             except DeliveryFailed as e:
                 log.error("%s; resuming from the last checkpoint", e)
+                if isinstance(e, BrokerReset):
+                    self._replace_producer()
                 self._rewind_to_checkpoint()
         self._checkpoint(force=True)
         for w in self.workers.values():
@@ -198,12 +216,27 @@ class CaptureService:
             "partitioner": "murmur2_random",
             "delivery.report.only.error": True,
             "on_delivery": self._on_delivery,
+            # Never let the broker create a topic on first produce: Tansu then picks its own partition count
+            # (4), which moves keys between partitions. Topics are created explicitly (TopicRegistry).
+            "allow.auto.create.topics": False,
+            "error_cb": self._on_client_error,
         }
         return Producer(conf)
+
+    def _replace_producer(self) -> None:
+        self.producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self.producer.poll(0)  # the purged messages' reports: all after the checkpoint, re-read from the binlog
+        self.producer = self._producer()
+        self._delivery_error = None
+        self.topics.clear()  # partition counts are read (and topics created) again on first use
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
             self._delivery_error = err
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+            self._broker_lost.set()
 
     def _master_position(self, conn: pymysql.Connection) -> Position:
         with conn.cursor() as cur:
@@ -243,6 +276,7 @@ class CaptureService:
         )
 
     def _stream(self) -> None:
+        self._restart_stream = False
         self._check_binlog_available()
         if self._done():
             return
@@ -295,7 +329,7 @@ class CaptureService:
         self._checkpoint()
         self.stats.position = str(self.position)
         self.stats.maybe_log()
-        return self._stop.is_set() or self._done()
+        return self._stop.is_set() or self._done() or self._restart_stream
 
     def _done(self) -> bool:
         if self.target is None or self.position is None:
@@ -389,13 +423,16 @@ class CaptureService:
         if dec is None:
             return
         t = ev.type
+        pos = ev.next_pos - ev.size
+        db, table = dec.database, dec.table
+        skip = self.skip_before.get(db) if self.skip_before else None
+        if skip is not None and Position.of(self.file, pos) < skip:
+            return  # delivered before a replay moved the stream back
         update = t in UPDATE_ROWS
         op = OP_UPDATE if update else (OP_CREATE if t in WRITE_ROWS else OP_DELETE)
-        db, table = dec.database, dec.table
         topic, _ = self._topic(db, table)
         tx = self.tx or _Tx()
         gtid = tx.gtid
-        pos = ev.next_pos - ev.size
         ts_ms = ev.timestamp * 1000
         now = now_ms()
         name, sid, file = self.prefix, self.source_server_id, self.file
@@ -479,7 +516,9 @@ class CaptureService:
             self._on_commit(ev)  # non-transactional engines: COMMIT is a query event, not an XID
             return
         target = parse_ddl(query, session_db)
-        if target is not None and target.database in self.databases:
+        skip = self.skip_before.get(target.database) if target is not None else None
+        if target is not None and target.database in self.databases and (
+                skip is None or Position.of(self.file, ev.next_pos - ev.size) >= skip):
             self._publish_ddl(ev, target.database, target.table, query, target.truncate)
         # A DDL statement is its own transaction: it is a boundary.
         if self.tx is None or self.tx.standalone:
@@ -538,6 +577,10 @@ class CaptureService:
             log.warning("could not read the client registry (%s); keeping the current set of databases", e)
             return
         resnap = self.store.pending_resnapshots()
+        for db, since in sorted(self.store.pending_replays().items()):
+            if db in self.databases and self.position is not None:
+                self._replay(db, since)
+            self.store.clear_replay(db)
         for db in sorted(wanted - set(self.databases)):
             log.info("capturing new database %s from %s (snapshot follows)", db, self.position)
             self.databases[db] = SNAPSHOTTING
@@ -660,23 +703,95 @@ class CaptureService:
         cp = Checkpoint(self.position.file, self.position.pos, self.gtid, self.stats.last_source_ts_ms,
                         dict(self.databases), self.source_server_id)
         last = self._last_checkpoint
-        if last is not None and (last.file, last.pos, last.databases) == (cp.file, cp.pos, cp.databases):
+        self.skip_before = {db: p for db, p in self.skip_before.items() if p > self.position}
+        if last is not None and (last.file, last.pos, last.databases, last.skip_before) == (
+                cp.file, cp.pos, cp.databases, {db: [p.file, p.pos] for db, p in self.skip_before.items()}):
             self._last_save = now
             return
-        # Only what Kafka has acknowledged may be checkpointed: flush first (blocks while the broker is away).
+        # Only what Kafka has acknowledged may be checkpointed: flush first (waits while the broker is away,
+        # re-creating topics a restarted broker lost, for at most flush_timeout_s).
+        started = time.monotonic()
         while self.producer.flush(1.0) > 0:
-            log.warning("waiting for Kafka to acknowledge %d messages before checkpointing", len(self.producer))
+            waited = time.monotonic() - started
+            log.warning("waiting for Kafka to acknowledge %d messages before checkpointing (%.0f s)",
+                        len(self.producer), waited)
+            if waited >= 2 and int(waited) % 5 == 2:
+                self._broker_lost.set()  # a long wait: the broker may have come back without our topics
+            self._recheck_topics()
             if self._stop.is_set() and not force:
                 return
+            if waited >= self.opt.flush_timeout_s:
+                raise CaptureError(
+                    f"Kafka ({self.settings.kafka.bootstrap}) did not acknowledge {len(self.producer)} messages "
+                    f"within {self.opt.flush_timeout_s:.0f} s; the checkpoint stays at {self._last_checkpoint_pos()}. "
+                    "Check the broker, then restart capture (`dw cdc run`): it resumes from that checkpoint.")
+        self._recheck_topics()
         if self._delivery_error is not None:
             err, self._delivery_error = self._delivery_error, None
             raise DeliveryFailed(f"Kafka did not accept a change event: {err}")
+        cp.skip_before = {db: [p.file, p.pos] for db, p in self.skip_before.items()}
         self.store.save(cp)
         self._last_checkpoint = cp
         self._last_save = now
         if self.opt.mirror_offsets_to_kafka:
             self.producer.produce(offsets_topic(self.prefix), cp.to_json(), dumps({"server": server_key(self.settings)}))
             self.producer.poll(0)
+
+    def _last_checkpoint_pos(self) -> str:
+        cp = self._last_checkpoint or self.store.load()
+        return str(cp.position) if cp else "(none)"
+
+    def _recheck_topics(self) -> None:
+        """After the producer lost the broker: topics the broker no longer has are created again, with the
+        configured partition count (never by auto-creation), and partition counts are read again."""
+        if not self._broker_lost.is_set():
+            return
+        try:
+            self.topic_registry.refresh(budget_s=0)  # one try: the flush loop around this is what waits
+        except Exception as e:  # noqa: BLE001 - still away: the next flush round tries again
+            log.warning("broker still unreachable (%s)", e)
+            return
+        self._broker_lost.clear()
+        recreated = []
+        for key, (name, n) in list(self.topics.items()):
+            now = self.topic_registry.partitions.get(name)
+            if now is None:
+                log.warning("topic %s is gone from the broker (restarted without its data?): creating it again "
+                            "with %d partitions; landing will report the lost events", name, n)
+                self.topic_registry.ensure(name, n)
+                recreated.append(name)
+            elif now != n:
+                raise CaptureError(
+                    f"topic {name} now has {now} partitions, capture produced to {n}: keys would move between "
+                    f"partitions. Delete the topic (it was re-created by someone else) and restart capture.")
+        for name, parts, conf in (
+            (schema_change_topic(self.prefix), 1, {}),
+            (heartbeat_topic(self.prefix), 1, {}),
+            (offsets_topic(self.prefix), 1, {"cleanup.policy": "compact"}),
+        ):
+            if name not in self.topic_registry.partitions:
+                self.topic_registry.ensure(name, parts, conf)
+        if recreated and len(self.producer):
+            raise BrokerReset(f"the broker lost {len(recreated)} topics (e.g. {recreated[0]}) with "
+                              f"{len(self.producer)} messages unacknowledged")
+
+    def _replay(self, db: str, since: Position) -> None:
+        """Emit `db`'s changes again from `since` on (lost between Kafka and landing), without re-emitting any
+        other database: the stream goes back to the start of `since`'s binlog file (a transaction boundary) and
+        skips the others' events up to where it was."""
+        assert self.position is not None
+        if since > self.position:
+            log.info("replay of %s from %s: capture has not got there yet, nothing to do", db, since)
+            return
+        self._checkpoint(force=True)  # everything before the current position is acknowledged
+        for other in self.databases:
+            if other != db:
+                self.skip_before[other] = max(self.skip_before.get(other, self.position), self.position)
+        self.skip_before[db] = since
+        self.position, self.file = Position.of(since.file, 4), since.file
+        self._restart_stream = True
+        log.info("replaying %s from %s (the binlog is re-read from %s)", db, since, self.position)
+        self._checkpoint(force=True)
 
     def _rewind_to_checkpoint(self) -> None:
         cp = self.store.load()

@@ -44,6 +44,10 @@ class Checkpoint:
     databases: dict[str, str] = field(default_factory=dict)  # database -> snapshotting | streaming
     source_server_id: int | None = None
     saved_at_ms: int = 0
+    # database -> [file, pos]: rows events of that database before this position are not emitted again. Set
+    # while capture re-reads the binlog for one database (a replay after a broker lost events): the others
+    # were delivered up to where the stream was.
+    skip_before: dict[str, list] = field(default_factory=dict)
 
     @property
     def position(self) -> Position:
@@ -114,6 +118,25 @@ class CheckpointStore:
 
     def clear_resnapshot(self, database: str) -> None:
         (self.requests_dir / f"{database}.resnapshot").unlink(missing_ok=True)
+
+    def request_replay(self, database: str, since: Position) -> None:
+        """Ask capture to emit `database`'s changes again from the binlog position `since` on."""
+        self.requests_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.requests_dir / f".{database}.replay.tmp"
+        tmp.write_text(json.dumps({"file": since.file, "pos": since.pos}))
+        os.replace(tmp, self.requests_dir / f"{database}.replay")
+
+    def pending_replays(self) -> dict[str, Position]:
+        if not self.requests_dir.is_dir():
+            return {}
+        out = {}
+        for p in self.requests_dir.glob("*.replay"):
+            data = json.loads(p.read_text())
+            out[p.name.removesuffix(".replay")] = Position.of(data["file"], int(data["pos"]))
+        return out
+
+    def clear_replay(self, database: str) -> None:
+        (self.requests_dir / f"{database}.replay").unlink(missing_ok=True)
 
 
 class ServiceLock:

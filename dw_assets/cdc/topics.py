@@ -12,6 +12,7 @@ from typing import Iterable
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from ..landing.outage import OUTAGE_BUDGET_S, ride_out
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,13 @@ class TopicRegistry:
         self.settings = settings
         self.admin = AdminClient(settings.kafka.client_config())
         self.partitions: dict[str, int] = {}
-        self._refresh()
+        self.refresh()
 
-    def _refresh(self) -> None:
-        md = self.admin.list_topics(timeout=10)
+    def refresh(self, budget_s: float = OUTAGE_BUDGET_S) -> None:
+        """Read every topic's partition count again (after a broker restart the cache may be wrong); waits out
+        a broker that is away (see `ride_out`)."""
+        wait = min(10.0, max(budget_s, 1.0))
+        md = ride_out(lambda: self.admin.list_topics(timeout=wait), "capture: listing topics", budget_s=budget_s)
         self.partitions = {name: len(t.partitions) for name, t in md.topics.items() if not t.error}
 
     def ensure(self, name: str, partitions: int | None = None, config: dict[str, str] | None = None) -> int:
@@ -49,7 +53,7 @@ class TopicRegistry:
         # librdkafka auto-create or fail it.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            self._refresh()
+            self.refresh()
             if self.partitions.get(name):
                 return self.partitions[name]
             time.sleep(0.05)

@@ -84,3 +84,31 @@ class ClientState:
         _append(self.settings, self.client, TRUNCATIONS, pa.Table.from_pylist(
             [{"table": table, SEQ: at.seq, SEQ_ROW: at.row, "applied_at": now}], schema=truncations_schema()))
         self.truncated[table] = max(at, self.truncated.get(table, at))
+
+
+
+def rename_landing_files(settings: Settings, client: str, renamed: dict[str, str]) -> int:
+    """Record in the client's manifest that landing files moved (recovery archived them after a broker lost the
+    log they came from), so that new files of the topic's next incarnation under the old names are applied.
+
+    The rows stay, with their batch numbers (bronze's crash safety relies on batches only growing); what the
+    files brought stays in bronze and silver. Returns the number of manifest rows renamed.
+    """
+    url = meta_url(settings, client, MANIFEST)
+    if not renamed or open_table(settings, url) is None:
+        return 0
+
+    def step() -> int:
+        dt = open_table(settings, url)
+        assert dt is not None
+        manifest = read_table(dt)
+        files = manifest["file"].to_pylist()
+        n = sum(f in renamed for f in files)
+        if n:
+            column = pa.array([renamed.get(f, f) for f in files], pa.string())
+            manifest = manifest.set_column(manifest.schema.get_field_index("file"), manifest.schema.field("file"),
+                                           column)
+            write_deltalake(dt, manifest, mode="overwrite")
+        return n
+
+    return with_commit_retry(step, f"manifest update {client}")

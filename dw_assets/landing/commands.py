@@ -16,6 +16,7 @@ from ..identifiers import validate_client_name
 from ..settings import Settings
 from .client_lock import LandingBusy
 from .flush import FlushPolicy
+from .incarnation import LandingReset
 from .lag import measure_lag
 from .sweep import land_clients
 from .writer import LandingReport, land_client
@@ -81,7 +82,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         client, database = next(iter(targets.items()))
         try:
             _print_report(land_client(settings, client, database=database, bounded=False, policy=policy, stop=stop))
-        except LandingBusy as e:
+        except (LandingBusy, LandingReset) as e:
             raise CommandError(str(e)) from None
         return 0
     # Many clients: repeated bounded passes; a pass every `--interval` seconds bounds the landing delay.
@@ -116,6 +117,28 @@ def cmd_lag(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
+    from .recovery import recover_client
+
+    targets = _targets(args, settings)
+    for client, database in targets.items():
+        try:
+            r = recover_client(settings, client, database=database)
+        except LandingBusy as e:
+            raise CommandError(f"{e}: stop that writer first, then recover") from None
+        if args.json:
+            print(json.dumps(r.as_dict(), indent=2))
+            continue
+        console.print(f"[bold]{client}[/]: archived {len(r.archived)} landing files under {r.archive_prefix}, "
+                      f"reset {len(r.offsets)} partition offsets")
+        if r.replay_from:
+            console.print(f"  capture re-emits {database}'s changes from {r.replay_from} (the running `dw cdc run` "
+                          "takes the request within seconds, or the next one does)")
+        for note in r.notes:
+            console.print(f"  {note}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("landing", help="land CDC topics as Parquet files; landing lag")
     sub = p.add_subparsers(dest="landing_command", metavar="COMMAND")
@@ -131,6 +154,14 @@ def register(subparsers: Any) -> None:
     run.add_argument("--idle-seconds", type=float, help="flush a partition idle this long (default 10)")
     run.add_argument("--interval", type=float, default=10.0, help="seconds between passes over many clients")
     run.set_defaults(func=cmd_run)
+
+    rec = sub.add_parser("recover", help="after a broker lost events: archive the lost incarnation's files, reset "
+                                         "the landing offsets, re-capture the client from the binlog")
+    rec.add_argument("--client", action="append", help="client name (repeatable)")
+    rec.add_argument("--database", help="the client's production database, if not its name (one client)")
+    rec.add_argument("--all", action="store_true", help="every active client in the registry")
+    rec.add_argument("--json", action="store_true", help="machine-readable output")
+    rec.set_defaults(func=cmd_recover)
 
     lag = sub.add_parser("lag", help="end offset, committed offset, lag and oldest unlanded event per partition")
     lag.add_argument("--client", action="append", help="client name (repeatable; default: all active)")

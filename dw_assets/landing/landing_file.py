@@ -1,7 +1,8 @@
 """One landing file: Parquet bytes of LANDING_SCHEMA rows plus the offsets it covers, in footer and object metadata.
 
 The offsets in the metadata let a restarted writer adopt a file it uploaded but never committed, instead of
-guessing where that file ended.
+guessing where that file ended; the topic id and the first message's fingerprint say which incarnation of the
+topic the file came from, so that a file of a lost log is never adopted (see `incarnation`).
 """
 from __future__ import annotations
 
@@ -35,9 +36,13 @@ class LandedFile:
         return asdict(self)
 
 
-def file_metadata(topic: str, partition: int, start: int, end: int, records: int) -> dict[str, str]:
+def file_metadata(topic: str, partition: int, start: int, end: int, records: int,
+                  topic_id: str | None = None, first: str | None = None) -> dict[str, str]:
     # Lower-case, dash-separated keys: valid S3 user metadata as they are.
-    return {
+    incarnation = {"dw-topic-id": topic_id} if topic_id else {}
+    if first:
+        incarnation["dw-first-message"] = first
+    return {**incarnation,
         "dw-writer": WRITER_ID,
         "dw-topic": topic,
         "dw-partition": str(partition),
@@ -47,11 +52,13 @@ def file_metadata(topic: str, partition: int, start: int, end: int, records: int
     }
 
 
-def encode_landing_file(topic: str, partition: int, start: int, end: int,
-                        batches: list[pa.RecordBatch]) -> tuple[str, bytes, dict[str, str], int]:
-    """(object key, Parquet bytes, metadata, row count) for rows covering offsets [start, end] of a partition."""
+def encode_landing_file(topic: str, partition: int, start: int, end: int, batches: list[pa.RecordBatch],
+                        topic_id: str | None = None, first: str | None = None,
+                        ) -> tuple[str, bytes, dict[str, str], int]:
+    """(object key, Parquet bytes, metadata, row count) for rows covering offsets [start, end] of a partition;
+    `topic_id` and `first` (the fingerprint of the message at `start`) identify the topic's incarnation."""
     table = pa.Table.from_batches(batches, schema=LANDING_SCHEMA)
-    meta = file_metadata(topic, partition, start, end, table.num_rows)
+    meta = file_metadata(topic, partition, start, end, table.num_rows, topic_id, first)
     table = table.replace_schema_metadata({**(LANDING_SCHEMA.metadata or {}), **meta})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,

@@ -31,6 +31,9 @@ class LandingStore(Protocol):
     def list(self, prefix: str = "") -> list[str]:
         """Keys under `prefix`, sorted."""
 
+    def delete(self, key: str) -> None:
+        """Remove `key` (only after it was copied elsewhere: recovery archives, it never discards)."""
+
 
 @dataclass
 class LocalStore:
@@ -79,6 +82,9 @@ class LocalStore:
         keys = (p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
         return sorted(k for k in keys if k.startswith(prefix))
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
 
 class S3Store:
     """s3://bucket/prefix through boto3; works against AWS and any S3-compatible endpoint (moto locally)."""
@@ -120,6 +126,9 @@ class S3Store:
         for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
             keys.extend(o["Key"][strip:] for o in page.get("Contents", []))
         return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
 def open_store(settings: Settings, url: str | None = None) -> LandingStore:

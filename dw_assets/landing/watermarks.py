@@ -31,7 +31,14 @@ class PartitionProbe:
     first_timestamp_ms: int | None = None
 
 
-def probe_consumer_config(settings: Settings) -> dict:
+# Tansu answers a waiting fetch only after fetch.wait.max.ms, so the probe asks with a tiny wait first. A broker
+# restarted on S3 storage was measured to answer no fetch with a wait below ~50 ms: partitions still unanswered
+# are asked again with longer waits.
+FETCH_WAITS_MS = (10, 100, 500)
+FIRST_ATTEMPT_S = 2.0
+
+
+def probe_consumer_config(settings: Settings, fetch_wait_ms: int = FETCH_WAITS_MS[0]) -> dict:
     return {
         **landing_client_config(settings),
         # Never commits: the group id only satisfies the client; unique so it never joins anyone's group.
@@ -40,8 +47,7 @@ def probe_consumer_config(settings: Settings) -> dict:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
-        # Tansu answers a waiting fetch only after fetch.wait.max.ms: keep it tiny.
-        "fetch.wait.max.ms": 10,
+        "fetch.wait.max.ms": fetch_wait_ms,
         # One batch per partition is enough to see the first message and the watermark. (Lowering
         # queued.min.messages instead would stall every fetch by fetch.queue.backoff.ms.)
         "max.partition.fetch.bytes": 1024,
@@ -54,24 +60,38 @@ def probe_partitions(settings: Settings, starts: Mapping[TP, int | None], *,
     """Fetch once from each partition at its start offset (None: from the beginning).
 
     Returns the fetch-response watermarks and, where the start was below the end, the first message's offset and
-    timestamp (the oldest event not yet processed).
+    timestamp (the oldest event not yet processed). Partitions without an answer are asked again with a longer
+    fetch wait; WatermarkTimeout after `timeout` seconds in all.
     """
     # Explicit offsets only: a logical one (beginning/end) costs a ListOffsets round that librdkafka, without
     # metadata yet, retries only after a 500 ms backoff. Offset 0 below the log start is reset to the earliest.
     plan = {tp: (off if off is not None and off >= 0 else 0) for tp, off in starts.items()}
-    if not plan:
-        return {}
-    consumer = Consumer(probe_consumer_config(settings))
+    out: dict[TP, PartitionProbe] = {}
+    deadline = time.monotonic() + timeout
+    for i, wait_ms in enumerate(FETCH_WAITS_MS):
+        if not plan:
+            break
+        last = i == len(FETCH_WAITS_MS) - 1
+        left = deadline - time.monotonic()
+        budget = left if last else min(left, FIRST_ATTEMPT_S * (i + 1))
+        out.update(_probe_once(settings, plan, wait_ms, budget))
+        plan = {tp: off for tp, off in plan.items() if tp not in out}
+    if plan:
+        sample = sorted(plan)[:5]
+        raise WatermarkTimeout(f"no fetch response within {timeout}s for {len(plan)} partitions, e.g. {sample}")
+    return out
+
+
+def _probe_once(settings: Settings, plan: Mapping[TP, int], wait_ms: int, budget: float) -> dict[TP, PartitionProbe]:
+    """The partitions of `plan` that answered within `budget` seconds."""
+    consumer = Consumer(probe_consumer_config(settings, wait_ms))
     try:
         consumer.assign([TopicPartition(t, p, off) for (t, p), off in plan.items()])
         first: dict[TP, tuple[int, int | None]] = {}
         eof: dict[TP, int] = {}
         pending = set(plan)
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                sample = sorted(pending)[:5]
-                raise WatermarkTimeout(f"no fetch response within {timeout}s for {len(pending)} partitions, e.g. {sample}")
+        deadline = time.monotonic() + max(budget, 0.0)
+        while pending and time.monotonic() < deadline:
             # One message at a time: a fetch brings a whole record batch (thousands of messages) per partition,
             # and a larger consume would turn all of them into Python objects only to drop them. Pausing a
             # partition discards what is still queued for it inside librdkafka, so this reads one message (or
@@ -97,6 +117,8 @@ def probe_partitions(settings: Settings, starts: Mapping[TP, int | None], *,
                 consumer.pause(done)  # seen enough of these: stop fetching them
         out: dict[TP, PartitionProbe] = {}
         for tp in plan:
+            if tp in pending:
+                continue
             low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             if high < 0 and tp in eof:
                 high = eof[tp]

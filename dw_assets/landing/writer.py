@@ -4,6 +4,9 @@ Reads with the client's landing group (`dw-landing.<client>`) through assign() a
 offsets, so no group rebalance is ever waited for; commits a partition only after its file is uploaded. A
 restarted writer that finds the object of the file it is about to start already uploaded (crash before commit)
 adopts it: it skips that object's offsets and commits, so nothing is landed twice and names stay deterministic.
+It adopts only a file of the topic incarnation the broker holds now: a re-created topic, a changed partition
+count or a committed offset above the log end stops the client with `LandingReset` (see `incarnation`), and a
+broker, coordinator or S3 outage is waited out (see `outage`).
 """
 from __future__ import annotations
 
@@ -28,8 +31,10 @@ from .dlq import DeadLetterPublisher
 from .envelope_rows import decode_messages
 from .flush import FlushPolicy, PartitionBuffer, message_sizes
 from .gc_threshold import landing_gc_threshold
+from .incarnation import LandingReset, SeenTopics, fingerprint_of, topic_ids
 from .kafka_config import landing_client_config
 from .landing_file import LandedFile, encode_landing_file, end_offset_of
+from .outage import kafka_transient, ride_out
 from .store import LandingStore, open_store
 from .watermarks import probe_partitions
 
@@ -80,6 +85,7 @@ class _PartitionState:
     committed: int | None
     end: int | None = None  # bounded runs: stop before this offset
     skip_through: int = -1  # offsets up to here are in an adopted object
+    first_message: str | None = None  # fingerprint of the buffer's first message (the file's incarnation)
     pending_commit: int | None = None
     done: bool = False
 
@@ -120,7 +126,9 @@ def writer_consumer_config(settings: Settings, client: str) -> dict[str, Any]:
         "client.id": f"dw-landing.{client}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
+        # Positions are always explicit; one out of range means the log was lost or truncated under us: an
+        # error (never a silent jump to the earliest offset, which would re-land or skip a new log).
+        "auto.offset.reset": "error",
         "enable.partition.eof": True,  # a bounded run knows a partition is finished even if its end is a gap
         "session.timeout.ms": settings.kafka.session_timeout_ms,
         # Tansu holds a fetch for the whole wait when there is no data: this bounds idle-flush latency.
@@ -150,6 +158,9 @@ class LandingWriter:
         self._consumer: Consumer | None = None
         self._dlq = DeadLetterPublisher(settings, self.client)
         self._report = LandingReport(self.client, self.database)
+        self._admin: AdminClient | None = None
+        self._topic_ids: dict[str, str | None] = {}
+        self._seen: SeenTopics | None = None
 
     # ---- public ----------------------------------------------------------------------------------------
     def run(self, *, bounded: bool = True, stop: threading.Event | None = None,
@@ -176,15 +187,38 @@ class LandingWriter:
         return self._report
 
     # ---- set-up ----------------------------------------------------------------------------------------
+    def _admin_client(self) -> AdminClient:
+        if self._admin is None:
+            self._admin = AdminClient(landing_client_config(self.settings))
+        return self._admin
+
     def _discover(self, refresh: bool = False) -> list[TP]:
         if self._cluster_topics is None or refresh:
-            self._cluster_topics = list_cluster_topics(AdminClient(landing_client_config(self.settings)))
+            self._cluster_topics = ride_out(lambda: list_cluster_topics(self._admin_client()),
+                                            f"landing {self.client}: listing topics")
         topics = client_topics(self._cluster_topics, self.settings.kafka.topic_prefix, self.database)
+        self._verify_incarnation(topics)
         return [(t, p) for t, n in topics.items() for p in range(n)]
 
+    def _verify_incarnation(self, topics: Mapping[str, int]) -> None:
+        """Stop (LandingReset) if a topic is not the incarnation this client landed from; record new topics."""
+        if self._seen is None:
+            self._seen = ride_out(lambda: SeenTopics.load(self.store, self.client),
+                                  f"landing {self.client}: reading its topic record")
+        self._topic_ids = ride_out(lambda: topic_ids(self._admin_client(), topics),
+                                   f"landing {self.client}: describing topics")
+        problems = self._seen.problems(topics, self._topic_ids)
+        if problems:
+            raise LandingReset(self.client, problems)
+        if self._seen.remember(topics, self._topic_ids):
+            seen = self._seen
+            ride_out(lambda: seen.save(self.store), f"landing {self.client}: saving its topic record")
+
     def _committed(self, tps: list[TP]) -> dict[TP, int | None]:
-        assert self._consumer is not None
-        res = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=30)
+        consumer = self._consumer
+        assert consumer is not None
+        res = ride_out(lambda: consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=30),
+                       f"landing {self.client}: fetching committed offsets")
         return {(r.topic, r.partition): (r.offset if r.offset >= 0 else None) for r in res}
 
     def _start(self, bounded: bool) -> None:
@@ -199,7 +233,12 @@ class LandingWriter:
         committed = self._committed(new)
         # The probe gives the end offsets a bounded run stops at, and the log start where nothing was committed
         # yet, so the consumer is assigned explicit offsets (a logical "beginning" costs a 500 ms backoff).
-        probes = probe_partitions(self.settings, committed)
+        probes = ride_out(lambda: probe_partitions(self.settings, committed),
+                          f"landing {self.client}: probing end offsets")
+        above = [f"{t}[{p}]: committed offset {committed[(t, p)]} above the log end {probes[(t, p)].high}"
+                 for t, p in new if committed[(t, p)] is not None and committed[(t, p)] > probes[(t, p)].high]
+        if above:
+            raise LandingReset(self.client, above)
         assign = []
         for tp in new:
             pr = probes[tp]
@@ -251,10 +290,16 @@ class LandingWriter:
                     if tp in by_tp:
                         self._ingest(self._states[tp], by_tp.pop(tp))
                     self._at_eof(self._states[tp], m.offset())
+                elif err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                    raise LandingReset(self.client, [f"{m.topic()}[{m.partition()}]: {err.str()}"])
                 elif err.fatal():
                     raise KafkaException(err)
                 else:
                     log.warning("landing %s: consumer error %s", self.client, err)
+                    if kafka_transient(err):
+                        # The connection dropped: the broker that answers next may have lost its log. Check
+                        # before taking anything it sends (blocks while it is away).
+                        self._discover(refresh=True)
             for tp, lst in by_tp.items():
                 self._ingest(self._states[tp], lst)
             if not bounded:
@@ -294,13 +339,15 @@ class LandingWriter:
             pos = 0
             while pos < len(msgs):
                 buf = st.buffer
-                if buf.empty and self._adopt(st, msgs[pos].offset()):
+                if buf.empty and self._adopt(st, msgs[pos]):
                     rest = [m for m in msgs[pos:] if m.offset() > st.skip_through]
                     self._report.messages -= len(msgs) - pos - len(rest)
                     msgs, sizes, pos = rest, message_sizes(rest), 0
                     continue
                 take, full = self.policy.take(buf.n_records, buf.n_bytes, sizes[pos:])
                 seg = msgs[pos:pos + take]
+                if buf.empty:
+                    st.first_message = fingerprint_of(seg[0])
                 decoded = decode_messages(seg)
                 if decoded.bad:
                     self._dlq.publish(decoded.bad)
@@ -334,13 +381,19 @@ class LandingWriter:
         assert self._consumer is not None
         self._consumer.pause([TopicPartition(*st.tp)])
 
-    def _adopt(self, st: _PartitionState, first_offset: int) -> bool:
-        """If the file starting at `first_offset` was already uploaded (by a run that died before committing),
-        skip through its last offset and commit instead of writing it again."""
+    def _adopt(self, st: _PartitionState, first: Message) -> bool:
+        """If the file starting at `first`'s offset was already uploaded (by a run that died before committing),
+        skip through its last offset and commit instead of writing it again: only if that file came from this
+        very message (same topic incarnation), else the broker lost the log the file was cut from."""
+        first_offset = first.offset()
         key = landing_object_key(st.tp[0], st.tp[1], first_offset)
-        end = end_offset_of(self.store.head(key))
-        if end is None or end < first_offset:
+        meta = ride_out(lambda: self.store.head(key), f"landing {self.client}: reading {key}")
+        end = end_offset_of(meta)
+        if meta is None or end is None or end < first_offset:
             return False
+        problem = self._incarnation_mismatch(st.tp[0], key, meta, first)
+        if problem:
+            raise LandingReset(self.client, [problem])
         log.info("landing %s: adopting %s (offsets %d..%d, uploaded before a crash)", self.client, key,
                  first_offset, end)
         st.skip_through = end
@@ -348,14 +401,44 @@ class LandingWriter:
         self._report.adopted.append(key)
         return True
 
+    def _incarnation_mismatch(self, topic: str, key: str, meta: dict[str, str], first: Message) -> str | None:
+        """Why the landed object `key` is not from the log the broker holds now, or None if it is."""
+        current = self._topic_ids.get(topic)
+        old = meta.get("dw-topic-id")
+        if current and old and current != old:
+            return f"{key} is from topic id {old}, the broker's {topic} is {current}"
+        fp = fingerprint_of(first)
+        recorded = meta.get("dw-first-message")
+        if recorded is None:
+            # A file written before incarnations were recorded: compare its row at this offset, if it has one.
+            recorded = self._first_row_fingerprint(key, first.offset())
+        if recorded is not None and recorded.split(":")[0] != fp.split(":")[0]:
+            return f"{key} starts with a message of timestamp {recorded.split(':')[0]}, offset {first.offset()} " \
+                   f"now holds one of timestamp {fp.split(':')[0]}"
+        if recorded is not None and meta.get("dw-first-message") and recorded != fp:
+            return f"{key} starts with a different message than offset {first.offset()} holds now"
+        return None
+
+    def _first_row_fingerprint(self, key: str, offset: int) -> str | None:
+        import io
+
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(io.BytesIO(self.store.get(key)), columns=["kafka_offset", "kafka_timestamp_ms"])
+        offsets = t["kafka_offset"].to_pylist()
+        if offset not in offsets:
+            return None
+        return f"{t['kafka_timestamp_ms'][offsets.index(offset)].as_py()}:"
+
     def _flush(self, st: _PartitionState, reason: str) -> None:
         buf = st.buffer
         if buf.empty:
             return
         start, last, batches = buf.drain()
         if batches:
-            key, data, meta, rows = encode_landing_file(st.tp[0], st.tp[1], start, last, batches)
-            self.store.put(key, data, meta)
+            key, data, meta, rows = encode_landing_file(st.tp[0], st.tp[1], start, last, batches,
+                                                        self._topic_ids.get(st.tp[0]), st.first_message)
+            ride_out(lambda: self.store.put(key, data, meta), f"landing {self.client}: uploading {key}")
             landed = LandedFile(key, st.tp[0], st.tp[1], start, last, rows, len(data))
             self._report.files.append(landed)
             self._report.records += rows
@@ -375,9 +458,11 @@ class LandingWriter:
         if not pending:
             return
         self._dlq.flush()  # dead letters must be durable before we commit past them
-        assert self._consumer is not None
-        self._consumer.commit(offsets=[TopicPartition(*st.tp, st.pending_commit) for st in pending],
-                              asynchronous=False)
+        consumer = self._consumer
+        assert consumer is not None
+        offsets = [TopicPartition(*st.tp, st.pending_commit) for st in pending]
+        ride_out(lambda: consumer.commit(offsets=offsets, asynchronous=False),
+                 f"landing {self.client}: committing offsets")
         for st in pending:
             st.committed = st.pending_commit
             st.pending_commit = None

@@ -91,12 +91,17 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """True if something accepts connections on host:port or the port cannot be bound."""
+    """True if something accepts connections on host:port or the port cannot be bound.
+
+    The bind probe sets SO_REUSEADDR, as the servers themselves do: after a server was killed its closed
+    connections linger in TIME_WAIT for a minute, which blocks a plain bind but not the server's own.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.3)
         if s.connect_ex((host, port)) == 0:
             return True
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
