@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
@@ -14,12 +15,15 @@ from dw_assets import cli, db
 from dw_assets.cdc.capture import CaptureOptions, CaptureService
 from dw_assets.cdc.sources import fixed_source
 from dw_assets.checks import repair
+from dw_assets.defs import checks as check_defs
 from dw_assets.identifiers import quote_qualified
 from dw_assets.lakehouse.apply import apply_client
 from dw_assets.lakehouse.landing_files import list_landing_files
 from dw_assets.lakehouse.paths import read_delta, table_url
 from dw_assets.landing import land_client
 from dw_assets.model import load_model
+from dw_assets.partitions import clients_partitions
+from dw_assets.resources import DwSettings
 from dw_assets.workload import seed_clients
 from dw_assets_tests.conftest import unique_client
 from dw_assets_tests.pipeline_support import assert_silver_equals_source
@@ -40,6 +44,13 @@ def _sql(settings, statement: str, params=()) -> int:
 
 def _silver(settings, client, table) -> DeltaTable:
     return DeltaTable(table_url(settings, "silver", client, table))
+
+
+def _use_env(monkeypatch, settings) -> None:
+    """Point `load_settings` (CLI, Dagster resource) at this test's stack, lake and landing."""
+    for k, v in {"DW_HOME": str(settings.home), "DW_LAKE_URL": settings.lake_url,
+                 "DW_LANDING_URL": settings.landing_url}.items():
+        monkeypatch.setenv(k, v)
 
 
 def _repairs_in_bronze(settings, client, table):
@@ -84,9 +95,7 @@ def test_repair_heals_manual_edits_and_lost_events_and_records_corrections(pipel
         Path(settings.landing_url, f.key).unlink()
     assert apply_client(settings, client).events == 0
 
-    env = {"DW_HOME": str(settings.home), "DW_LAKE_URL": settings.lake_url, "DW_LANDING_URL": settings.landing_url}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+    _use_env(monkeypatch, settings)
     assert cli.main(["reconcile", "--client", client, "--rounds", "1", "--settle", "0"]) == 1
     assert "orders" in capsys.readouterr().out
     assert cli.main(["reconcile", "--repair", "--client", client, "--rounds", "1", "--settle", "0"]) == 0
@@ -136,3 +145,25 @@ def test_changes_streamed_after_the_snapshot_win_over_corrections(pipeline, monk
     prices = dict(zip(*(_silver(settings, client, "products").to_pyarrow_table(columns=["product_id", "unit_price"])
                         [c].to_pylist() for c in ("product_id", "unit_price"))))
     assert str(prices[early]) == "111.11" and str(prices[same_batch]) == "222.22" and deleted not in prices
+
+
+@dg.asset(key=["silver", "products"], partitions_def=clients_partitions)
+def silver_products_stand_in() -> None:
+    """Stands in for the lakehouse's silver asset (the check under test attaches to its key)."""
+
+
+def test_the_dagster_check_repairs_when_configured(pipeline, monkeypatch):
+    settings, client, model = pipeline
+    _silver(settings, client, "products").update({"unit_price": "0.01"})  # every row wrong
+    _use_env(monkeypatch, settings)
+    monkeypatch.setenv("DW_RECONCILE_REPAIR", "1")
+    monkeypatch.setattr(check_defs, "RECONCILE_ROUNDS", 1)
+    check = check_defs._silver_check_defs("products")[0]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(clients_partitions.name, [client])
+        run = dg.materialize([silver_products_stand_in, check], partition_key=client, instance=instance,
+                             resources={"dw": DwSettings(home=str(settings.home))})
+    (ev,) = run.get_asset_check_evaluations()
+    rows = _repairs_in_bronze(settings, client, "products").num_rows
+    assert ev.passed and ev.metadata["repaired_keys"].value == rows == ev.metadata["found_differing"].value > 0
+    assert_silver_equals_source(settings, client, model)
