@@ -121,6 +121,9 @@ class Settings:
     # A sensor-started ingest run keeps landing and applying its clients while they still have lag, for up to
     # this many seconds: a new run costs a process start and a sensor tick (~20-30 s on two loaded cores).
     ingest_drain_seconds: float = 120.0
+    # The reconciliation check repairs the differing keys it confirms (`dw reconcile --repair`) instead of only
+    # alerting.
+    reconcile_repair: bool = False
 
     # ---- derived locations -------------------------------------------------------------------------------
     @property
@@ -252,4 +255,5 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         landing_shards=_int(env, "DW_LANDING_SHARDS", 16),
         apply_threads=_int(env, "DW_APPLY_THREADS", 2),
         ingest_drain_seconds=_float(env, "DW_INGEST_DRAIN_SECONDS", 120.0),
+        reconcile_repair=env.get("DW_RECONCILE_REPAIR", "0").strip().lower() in ("1", "true", "yes"),
     )

@@ -17,7 +17,7 @@ from dw_assets.settings import Settings, load_settings
 
 from .harness import StageResult
 
-STAGES = ("cdc", "landing", "apply", "reports", "e2e", "onboard", "scale")
+STAGES = ("cdc", "landing", "apply", "reports", "e2e", "onboard", "reconcile", "scale")
 
 
 def run_stage(stage: str, settings: Settings, quick: bool, work: Path) -> StageResult:
@@ -33,6 +33,8 @@ def run_stage(stage: str, settings: Settings, quick: bool, work: Path) -> StageR
         return stages.bench_reports(settings, quick)
     if stage == "onboard":
         return stages.bench_onboard(settings, quick)
+    if stage == "reconcile":
+        return stages.bench_reconcile(settings, quick)
     if stage == "e2e":
         from .e2e import run_e2e_bench
 

@@ -70,6 +70,7 @@ class TableReconciliation:
     resolved_in_flight: int = 0  # suspects that caught up during the retries
     sample_keys: list[str] = field(default_factory=list)
     note: str = ""
+    differing_keys: list[str] = field(default_factory=list, repr=False)  # every confirmed key (canonical text)
 
     @property
     def passed(self) -> bool:
@@ -266,6 +267,7 @@ def reconcile(settings: Settings, client: str | ClientDatabases, model: Standard
             resolved_in_flight=len(first_suspects[p.table]) - len(confirmed),
             sample_keys=[k.replace(SEP, ",") for k in confirmed[:SAMPLE_KEYS]],
             note="no silver table" if l is None else "",
+            differing_keys=confirmed,
         )
         results.append(r)
     return ReconciliationResult(dbs.client, results, done, pos)

@@ -13,9 +13,11 @@ from dw_assets.checks.conformance import client_databases, production_conformanc
 from dw_assets.checks.drift_report import drift_report, drift_summary, summary_markdown
 from dw_assets.checks.freshness import DEFAULT_MAX_AGE_SECONDS, check_freshness, silver_applied_ts_ms
 from dw_assets.checks.reconciliation import reconcile
+from dw_assets.checks.repair import repair_client
 from dw_assets.checks.schema_diff import differences_markdown
 from dw_assets.checks.schema_snapshot import SnapshotError, snapshot_database
 from dw_assets.model import load_model
+from dw_assets.defs.reports import refresh_cron
 from dw_assets.partitions import clients_partitions
 from dw_assets.resources import DwSettings
 from dw_assets.settings import Settings, load_settings
@@ -25,9 +27,11 @@ DRIFT_SUMMARY = dg.AssetKey(["checks", "drift_summary"])
 CLIENT_TAG = "dw/client"  # the per-client run concurrency key of dagster.yaml
 SCHEMA_CHECK_INTERVAL_SECONDS = 300
 RECONCILE_ROUNDS, RECONCILE_SETTLE_SECONDS = 3, 5.0
-# Reconciliation reads whole tables: every 30 minutes per client (the automation sensor evaluates it), and on
-# demand from the UI.
-SILVER_CHECK_SCHEDULE = dg.AutomationCondition.cron_tick_passed("*/30 * * * *") & ~dg.AutomationCondition.in_progress()
+# Reconciliation reads whole tables (counts and checksums on both sides; `dw bench reconcile` measures it): every
+# 5 minutes per client by default (DW_RECONCILE_CRON; the automation sensor evaluates it), and on demand from
+# the UI. With DW_RECONCILE_REPAIR=1 it also repairs what it confirms.
+RECONCILE_CRON = refresh_cron("DW_RECONCILE_CRON", "*/5 * * * *")
+SILVER_CHECK_SCHEDULE = dg.AutomationCondition.cron_tick_passed(RECONCILE_CRON) & ~dg.AutomationCondition.in_progress()
 
 
 @dg.asset(
@@ -111,16 +115,25 @@ def _silver_check_defs(table: str) -> list[dg.AssetChecksDefinition]:
     def silver_matches_source(context: dg.AssetCheckExecutionContext, dw: DwSettings) -> dg.AssetCheckResult:
         settings = dw.load()
         client = context.partition_key
-        res = reconcile(settings, client, tables=[table], rounds=RECONCILE_ROUNDS,
-                        settle_seconds=RECONCILE_SETTLE_SECONDS,
-                        watermark=lambda: silver_applied_ts_ms(settings, client))
+        check = dict(tables=[table], rounds=RECONCILE_ROUNDS, settle_seconds=RECONCILE_SETTLE_SECONDS,
+                     watermark=lambda: silver_applied_ts_ms(settings, client))
+        res = found = reconcile(settings, client, **check)  # type: ignore[arg-type]
+        repaired = None
+        if not res.passed and settings.reconcile_repair:
+            repaired = repair_client(settings, client, found=found, **check)  # type: ignore[arg-type]
+            res = repaired.after or res
         findings = [alerts.Finding(f"reconcile:{t.table}", "ERROR", t.summary()) for t in res.failed_tables]
+        if repaired is not None and repaired.corrections:  # told once, resolved by the next clean check
+            findings.append(alerts.Finding(f"repaired:{table}", "WARN", repaired.summary()))
         sent = _alert(settings, client, f"silver_matches_source:{table}", findings)
         t = res.tables[0] if res.tables else None
         return dg.AssetCheckResult(
             passed=res.passed, severity=dg.AssetCheckSeverity.ERROR,
-            description=t.summary() if t else f"{table} not in production",
+            description=(repaired.summary() if repaired is not None else t.summary() if t
+                         else f"{table} not in production"),
             metadata={**sent, "rounds": res.rounds, "source_rows": t.source_rows if t else 0,
+                      "repaired_keys": repaired.corrections if repaired is not None else 0,
+                      "found_differing": sum(len(x.differing_keys) for x in found.tables),
                       "silver_rows": (t.silver_rows or 0) if t else 0,
                       "missing_in_silver": t.missing_in_silver if t else 0,
                       "extra_in_silver": t.extra_in_silver if t else 0,

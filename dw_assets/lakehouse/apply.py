@@ -24,6 +24,7 @@ from dw_assets.settings import Settings
 from . import changes
 from .bronze import append_bronze, read_bronze_since, unique_changes
 from .changes import ChangeParseError
+from .apply_lock import apply_lock
 from .client_state import ClientState
 from .commit_retry import CommitRetriesExhausted
 from .evolution import InformationSchemaSource, SchemaChangeError, SourceSchema, add_columns, plan_new_columns
@@ -87,8 +88,28 @@ def apply_client(settings: Settings, client: str, model: StandardModel | None = 
 
     `database` is the client's source database (default: the client name, the registry's default);
     `source_schema` types new columns (default: the source's information_schema); `threads` bounds the tables
-    worked on at once (default `DW_APPLY_THREADS`).
+    worked on at once (default `DW_APPLY_THREADS`). One applier per client at a time (`apply_lock`).
     """
+    with apply_lock(settings.home, client):
+        return _apply(settings, client, model, database, source_schema, threads, None)
+
+
+def apply_corrections(settings: Settings, client: str, corrections: pa.Table, model: StandardModel | None = None,
+                      database: str | None = None, source_schema: SourceSchema | None = None,
+                      threads: int | None = None) -> ApplyResult:
+    """Apply in-memory change rows (LANDING_SCHEMA + `_dw_landing_file`, e.g. a reconciliation repair) as part of
+    the client's next batch, with any pending landing files, under the same lock.
+
+    They reach bronze, the manifest (one entry per `_dw_landing_file` and table), silver and history exactly
+    like landed events; `_dw_seq` is computed from their source coordinates, so ordering decides against
+    streamed changes.
+    """
+    with apply_lock(settings.home, client):
+        return _apply(settings, client, model, database, source_schema, threads, corrections)
+
+
+def _apply(settings: Settings, client: str, model: StandardModel | None, database: str | None,
+           source_schema: SourceSchema | None, threads: int | None, corrections: pa.Table | None) -> ApplyResult:
     started = time.perf_counter()
     model = model or load_model(settings.model_path)
     database = database or client
@@ -102,8 +123,8 @@ def apply_client(settings: Settings, client: str, model: StandardModel | None = 
     con = changes.connect()
     try:
         t0 = time.perf_counter()
-        pending = _pending_files(settings, model, database, state, result)
-        batch_rows = _read_batch(settings, pending, state, con, now, result) if pending else {}
+        pending = _pending_files(settings, model, database, state, result) + _correction_files(corrections)
+        batch_rows = _read_batch(settings, pending, state, con, now, result, corrections) if pending else {}
         t1 = time.perf_counter()
         result.timings["read_landing"] = t1 - t0
         # Bronze appends and silver merges of all tables run side by side: silver merges the batch from memory,
@@ -154,12 +175,24 @@ def _pending_files(settings: Settings, model: StandardModel, database: str, stat
     return pending
 
 
+def _correction_files(corrections: pa.Table | None) -> list[LandingFile]:
+    """One manifest entry per (`_dw_landing_file`, table) of in-memory corrections (no Kafka coordinates)."""
+    if corrections is None or corrections.num_rows == 0:
+        return []
+    seen = set(zip(*(corrections[c].to_pylist() for c in ("_dw_landing_file", "kafka_topic", "source_table"))))
+    return [LandingFile(key, topic, table, -1, -1) for key, topic, table in sorted(seen)]
+
+
 def _read_batch(settings: Settings, pending: list[LandingFile], state: ClientState, con: duckdb.DuckDBPyConnection,
-                now: datetime, result: ApplyResult) -> dict[str, pa.Table]:
-    """The pending files as bronze rows of the next batch, per table, each change event once."""
+                now: datetime, result: ApplyResult, corrections: pa.Table | None = None) -> dict[str, pa.Table]:
+    """The pending files (and in-memory corrections) as bronze rows of the next batch, per table, each change
+    event once."""
     batch = state.last_batch + 1
     result.new_batch = batch
-    rows = changes.bronze_rows(con, read_landing_files(settings, pending), batch, now)
+    landed = read_landing_files(settings, [f for f in pending if f.partition >= 0])
+    if corrections is not None and corrections.num_rows:
+        landed = pa.concat_tables([landed, corrections.select(landed.column_names).cast(landed.schema)])
+    rows = changes.bronze_rows(con, landed, batch, now)
     result.files, result.events = len(pending), rows.num_rows
     per_table: dict[str, pa.Table] = {}
     for table in sorted({f.table for f in pending}):

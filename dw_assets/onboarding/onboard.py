@@ -14,6 +14,7 @@ from dw_assets.settings import Settings
 
 from . import registry
 from .client_options import ClientOptions
+from .fixed_settings import refuse_unhonourable_flags
 from .progress import OnboardingObserver, SilentObserver
 from .run_lock import client_run_lock
 from .step_log import mark_finished, mark_started, step_records
@@ -92,7 +93,8 @@ def onboard_client(settings: Settings, client: str, production_db: str | None = 
                    fail_at: FaultPoint | None = None, snapshot_timeout_s: float = 900.0,
                    instance: Any = None) -> OnboardingResult:
     """Onboard `client` (see the steps module); raises OnboardingRefused (validation, nothing changed),
-    OnboardingFailed (a step failed: re-run to resume), ClientBusy (another process is at it) or InjectedFault.
+    FlagNotHonoured (a database or option the registered client cannot change), OnboardingFailed (a step
+    failed: re-run to resume), ClientBusy (another process is at it) or InjectedFault.
 
     `instance`: the Dagster instance to add the partition to (a run passes its own; default settings.dagster_home).
     """
@@ -107,6 +109,7 @@ def onboard_client(settings: Settings, client: str, production_db: str | None = 
         ctx = OnboardingContext(settings, client, production_db, staging_db, model, options or ClientOptions(),
                                 run_by, records, instance=instance, snapshot_timeout_s=snapshot_timeout_s)
         done = {n for n, r in records.items() if r.done}
+        refuse_unhonourable_flags(settings, client, production_db, staging_db, ctx.options, done)
         observer.begin(client, total, resumed=bool(records))
         if done >= set(RECORDED_STEPS):
             # Complete already: change nothing (a deliberate re-onboarding goes through offboard first).

@@ -147,12 +147,17 @@ class MariaDBInstance:
             conn.close()
 
     def bootstrap_users(self, admin_user: str, cdc_user: str, admin_password: str | None, cdc_password: str | None) -> tuple[str, str]:
-        """Create (or re-key) the admin and CDC users; returns their passwords."""
+        """Create (or re-key) the admin and CDC users; returns their passwords.
+
+        The statements carry the passwords in plain text: the session keeps them out of the binary log, which
+        every REPLICATION SLAVE account (the CDC user included) can read.
+        """
         admin_password = admin_password or secrets.token_urlsafe(18)
         cdc_password = cdc_password or secrets.token_urlsafe(18)
         conn = self.root_connect()
         try:
             with conn.cursor() as cur:
+                cur.execute("SET SESSION sql_log_bin = 0")
                 for user, pw in ((admin_user, admin_password), (cdc_user, cdc_password)):
                     cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (user, pw))
                     cur.execute("ALTER USER %s@'%%' IDENTIFIED BY %s", (user, pw))

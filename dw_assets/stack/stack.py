@@ -21,6 +21,7 @@ from .s3 import LOCAL_KEY, MotoServer, ensure_bucket
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKER_BUCKET = "tansu"
+USERS_UNLOGGED = "users_created_outside_binlog"  # state marker: passwords were never written to the binlog
 
 
 @dataclass
@@ -162,11 +163,18 @@ class Stack:
             self.progress(f"starting MariaDB on 127.0.0.1:{db.port} (datadir {db.datadir})")
             pid = db.start()
             started.append(("mariadb", pid))
-            admin_pw, cdc_pw = db.bootstrap_users(
-                self.config.admin_user, self.config.cdc_user, m.get("admin_password"), m.get("cdc_password"))
+            # Stacks made before users were created outside the binlog have the passwords in their first binlog
+            # file: rotate them once, so what the binlog holds no longer opens anything.
+            keep = bool(m.get(USERS_UNLOGGED))
+            if not keep and m.get("admin_password"):
+                self.progress("rotating the MariaDB users' passwords (the old ones are in the binlog); restart "
+                              "processes that connected with them")
+            admin_pw, cdc_pw = db.bootstrap_users(self.config.admin_user, self.config.cdc_user,
+                                                  m.get("admin_password") if keep else None,
+                                                  m.get("cdc_password") if keep else None)
             m.update(host="127.0.0.1", port=db.port, pid=pid, admin_user=self.config.admin_user,
                      admin_password=admin_pw, cdc_user=self.config.cdc_user, cdc_password=cdc_pw,
-                     datadir=str(db.datadir), socket=str(db.socket), log=str(db.log))
+                     datadir=str(db.datadir), socket=str(db.socket), log=str(db.log), **{USERS_UNLOGGED: True})
             self.write_state(state)
 
         broker = self._broker(state)
