@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from dw_assets.db import connect
 from dw_assets.settings import load_settings
 from dw_assets.stack import ServiceError, Stack, StackConfig, find_free_port
-from dw_assets.stack.process import pid_alive
+from dw_assets.stack.process import pid_alive, port_in_use
 
 
 def test_stack_serves_mariadb_for_cdc_and_kafka(stack_settings):
@@ -75,6 +75,20 @@ def test_busy_port_fails_fast_naming_the_port(tmp_path, service):
             assert not pid_alive(state.get(name, {}).get("pid"))
     finally:
         sock.close()
+
+
+def test_port_of_a_stopped_server_is_free_despite_time_wait():
+    """A server that closed its connections first leaves them in TIME_WAIT on its port; a restart on the same
+    port must not be refused for that (it was, for about a minute, after a broker kill or a MariaDB restart)."""
+    sock, port = _busy_port()
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = sock.accept()
+    conn.close()  # the server side closes first: its end goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    assert port_in_use(port)  # still listening
+    sock.close()
+    assert not port_in_use(port)
 
 
 def test_tansu_on_busy_port_is_detected(tmp_path, monkeypatch):
