@@ -101,8 +101,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         if s.connect_ex((host, port)) == 0:
             return True
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # As the servers bind (SO_REUSEADDR): connections in TIME_WAIT after a server stopped or was killed do
-        # not hold the port, a listener or a bound socket does. Without it a restart waited about a minute.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
