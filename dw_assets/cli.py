@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "landing": ("dw_assets.landing.commands", "land CDC topics as Parquet files; landing lag"),
     "lake": ("dw_assets.lakehouse.commands", "Delta lake: create tables, apply landing files, maintain"),
     "drift": ("dw_assets.checks.commands", "schema drift of client databases vs the model (exit 1 if breaking)"),
+    "reconcile": ("dw_assets.checks.commands", "compare silver with the source; --repair re-reads differing keys"),
     "reports": ("dw_assets.reports.commands", "gold tables and HTML reports from silver"),
     "demo": ("dw_assets.demo.commands",
              "run the whole pipeline locally: stack, clients, capture, workload, Dagster (and its UI)"),
