@@ -4,6 +4,7 @@ bronze as such, and changes streamed after the repair's snapshot win over its co
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -145,6 +146,30 @@ def test_changes_streamed_after_the_snapshot_win_over_corrections(pipeline, monk
     prices = dict(zip(*(_silver(settings, client, "products").to_pyarrow_table(columns=["product_id", "unit_price"])
                         [c].to_pylist() for c in ("product_id", "unit_price"))))
     assert str(prices[early]) == "111.11" and str(prices[same_batch]) == "222.22" and deleted not in prices
+
+    # A writer thread on the same keys while a repair runs; the stream (captured afterwards) then catches up.
+    monkeypatch.undo()
+    _silver(settings, client, "products").update({"unit_price": "0.02"})
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            _sql(settings, f"UPDATE {products} SET unit_price = %s WHERE product_id IN (%s, %s)",
+                 (f"{i}.25", early, same_batch))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        res = repair.repair_client(settings, client, model, tables=["products"], rounds=1, settle_seconds=0,
+                                   verify=False)
+    finally:
+        stop.set()
+        thread.join()
+    assert res.tables[0].upserts >= 1
+    _pass(settings, client)
+    assert_silver_equals_source(settings, client, model)
 
 
 @dg.asset(key=["silver", "products"], partitions_def=clients_partitions)
