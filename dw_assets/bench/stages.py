@@ -243,7 +243,7 @@ def bench_reconcile(settings: Settings, quick: bool) -> StageResult:
                extra={"rows": rows}),
     ]
     return StageResult("reconcile", figures, params=p, notes=[
-        f"reconcile: client seeded with {rows:,} rows in {prepared['seed_s']} s and brought to silver by capture, "
+        f"client seeded with {rows:,} rows in {prepared['seed_s']} s and brought to silver by capture, "
         f"landing and apply in {prepared['pipeline_s']} s (not in the figures); every measured check passed: "
         f"{all(extra['passed'])}. The Dagster check runs this every 5 minutes per client by default "
         f"(DW_RECONCILE_CRON)."])
