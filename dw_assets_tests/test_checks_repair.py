@@ -70,6 +70,7 @@ def pipeline(stack_settings, tmp_path: Path):
     return settings, client, model
 
 
+@pytest.mark.slow
 def test_repair_heals_manual_edits_and_lost_events_and_records_corrections(pipeline, monkeypatch, capsys):
     settings, client, model = pipeline
     # Manual edits of silver: a deleted row, a changed value, a phantom row (a copy under a key the source lacks).
@@ -116,6 +117,7 @@ def test_repair_heals_manual_edits_and_lost_events_and_records_corrections(pipel
     assert again.passed and again.corrections == 0
 
 
+@pytest.mark.slow
 def test_changes_streamed_after_the_snapshot_win_over_corrections(pipeline, monkeypatch):
     """A writer changes the repaired keys between the repair's snapshot and its apply: the newer changes win, whether
     they are applied before the corrections or in the same batch, and a key deleted meanwhile stays deleted."""
@@ -177,6 +179,7 @@ def silver_products_stand_in() -> None:
     """Stands in for the lakehouse's silver asset (the check under test attaches to its key)."""
 
 
+@pytest.mark.slow
 def test_the_dagster_check_repairs_when_configured(pipeline, monkeypatch):
     settings, client, model = pipeline
     _silver(settings, client, "products").update({"unit_price": "0.01"})  # every row wrong
