@@ -4,6 +4,7 @@ bronze as such, and changes streamed after the repair's snapshot win over its co
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -69,6 +70,7 @@ def pipeline(stack_settings, tmp_path: Path):
     return settings, client, model
 
 
+@pytest.mark.slow
 def test_repair_heals_manual_edits_and_lost_events_and_records_corrections(pipeline, monkeypatch, capsys):
     settings, client, model = pipeline
     # Manual edits of silver: a deleted row, a changed value, a phantom row (a copy under a key the source lacks).
@@ -115,6 +117,7 @@ def test_repair_heals_manual_edits_and_lost_events_and_records_corrections(pipel
     assert again.passed and again.corrections == 0
 
 
+@pytest.mark.slow
 def test_changes_streamed_after_the_snapshot_win_over_corrections(pipeline, monkeypatch):
     """A writer changes the repaired keys between the repair's snapshot and its apply: the newer changes win, whether
     they are applied before the corrections or in the same batch, and a key deleted meanwhile stays deleted."""
@@ -146,12 +149,37 @@ def test_changes_streamed_after_the_snapshot_win_over_corrections(pipeline, monk
                         [c].to_pylist() for c in ("product_id", "unit_price"))))
     assert str(prices[early]) == "111.11" and str(prices[same_batch]) == "222.22" and deleted not in prices
 
+    # A writer thread on the same keys while a repair runs; the stream (captured afterwards) then catches up.
+    monkeypatch.undo()
+    _silver(settings, client, "products").update({"unit_price": "0.02"})
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            _sql(settings, f"UPDATE {products} SET unit_price = %s WHERE product_id IN (%s, %s)",
+                 (f"{i}.25", early, same_batch))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        res = repair.repair_client(settings, client, model, tables=["products"], rounds=1, settle_seconds=0,
+                                   verify=False)
+    finally:
+        stop.set()
+        thread.join()
+    assert res.tables[0].upserts >= 1
+    _pass(settings, client)
+    assert_silver_equals_source(settings, client, model)
+
 
 @dg.asset(key=["silver", "products"], partitions_def=clients_partitions)
 def silver_products_stand_in() -> None:
     """Stands in for the lakehouse's silver asset (the check under test attaches to its key)."""
 
 
+@pytest.mark.slow
 def test_the_dagster_check_repairs_when_configured(pipeline, monkeypatch):
     settings, client, model = pipeline
     _silver(settings, client, "products").update({"unit_price": "0.01"})  # every row wrong

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dw_assets.onboarding import dagster_partitions
 from dw_assets.settings import Settings
 from dw_assets.stack.stack import REPO_ROOT
@@ -27,6 +29,7 @@ dagster_partitions.report_materializations(s, client, {("reports", "client_repor
 """
 
 
+@pytest.mark.slow
 def test_concurrent_first_use_of_a_fresh_dagster_home(tmp_path: Path):
     home = tmp_path / "dagster"
     home.mkdir()

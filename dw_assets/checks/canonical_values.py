@@ -129,5 +129,8 @@ def renderer(spec: TypeSpec) -> Renderer:
 
 def row_hash(values: list[Any], renderers: list[Renderer]) -> int:
     """64-bit hash of a row's canonical rendering (NULL-aware)."""
-    text = SEP.join(NULL if v is None else r(v) for v, r in zip(values, renderers))
+    return text_hash(SEP.join(NULL if v is None else r(v) for v, r in zip(values, renderers)))
+
+
+def text_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")

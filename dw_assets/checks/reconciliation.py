@@ -23,7 +23,7 @@ from dw_assets.model import StandardModel, Table, load_model
 from dw_assets.settings import Settings
 
 from . import silver_tables
-from .canonical_values import MASK64, SEP, Renderer, renderer, row_hash
+from .canonical_values import MASK64, NULL, SEP, Renderer, renderer, text_hash
 from .conformance import ClientDatabases, client_databases
 from .schema_snapshot import SnapshotError, snapshot_database
 
@@ -148,15 +148,21 @@ def _key_first(t: Table) -> list[str]:
 
 
 def _digest_rows(rows: Iterable[tuple | list], plan: TablePlan) -> TableDigest:
+    """Each row rendered once: the key text is the rendering's first `key_count` fields, and the hashes equal
+    `row_hash(row)` and `row_hash([key])` (the hot loop of the check, so no second rendering)."""
     d = TableDigest()
     k, r = plan.key_count, plan.renderers
+    keys_checksum = content_checksum = 0
+    by_key = d.by_key
     for row in rows:
-        key = SEP.join(rr(v) if v is not None else "\x00N" for v, rr in zip(row[:k], r[:k]))
-        h = row_hash(list(row), r)
+        rendered = [NULL if v is None else rr(v) for v, rr in zip(row, r)]
+        key = SEP.join(rendered[:k])
+        h = text_hash(SEP.join(rendered))
+        keys_checksum += text_hash(key)
+        content_checksum += h
+        by_key[key] = h
         d.rows += 1
-        d.key_checksum = (d.key_checksum + row_hash([key], [str])) & MASK64
-        d.content_checksum = (d.content_checksum + h) & MASK64
-        d.by_key[key] = h
+    d.key_checksum, d.content_checksum = keys_checksum & MASK64, content_checksum & MASK64
     return d
 
 
