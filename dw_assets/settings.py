@@ -121,6 +121,10 @@ class Settings:
     # A sensor-started ingest run keeps landing and applying its clients while they still have lag, for up to
     # this many seconds: a new run costs a process start and a sensor tick (~20-30 s on two loaded cores).
     ingest_drain_seconds: float = 120.0
+    # The producer's Debezium settings, used only where a value's text is ambiguous (lakehouse/decoding.py):
+    # integer TIME/DATETIME units and digits-only scale-0 DECIMAL strings.
+    cdc_time_precision_mode: str = "adaptive_time_microseconds"
+    cdc_decimal_handling_mode: str = "string"
 
     # ---- derived locations -------------------------------------------------------------------------------
     @property
@@ -252,4 +256,6 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         landing_shards=_int(env, "DW_LANDING_SHARDS", 16),
         apply_threads=_int(env, "DW_APPLY_THREADS", 2),
         ingest_drain_seconds=_float(env, "DW_INGEST_DRAIN_SECONDS", 120.0),
+        cdc_time_precision_mode=env.get("DW_CDC_TIME_PRECISION_MODE", "adaptive_time_microseconds"),
+        cdc_decimal_handling_mode=env.get("DW_CDC_DECIMAL_HANDLING_MODE", "string"),
     )

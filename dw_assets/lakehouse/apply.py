@@ -25,6 +25,7 @@ from .bronze import append_bronze, read_bronze_since
 from .changes import ChangeParseError
 from .client_state import ClientState
 from .commit_retry import CommitRetriesExhausted
+from .decoding import Encoding
 from .evolution import InformationSchemaSource, SchemaChangeError, SourceSchema, add_columns, plan_new_columns
 from .history import apply_history
 from .landing_files import LandingFile, list_landing_files, read_landing_files
@@ -208,7 +209,8 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
         lake_schema = pa.schema(list(lake_schema) + new_fields)
         tr.added_columns = [f.name for f in new_fields]
     data_fields = [f for f in lake_schema if not f.name.startswith(DW_PREFIX)]
-    typed = changes.typed_events(con, events, data_fields)
+    typed = changes.typed_events(con, events, data_fields, {c.name: c.type for c in t.columns},
+                                 Encoding(settings.cdc_time_precision_mode, settings.cdc_decimal_handling_mode))
     tr.events = events.num_rows
 
     truncate_at = changes.truncate_seq(con, events)
