@@ -15,6 +15,7 @@ from dw_assets.checks.freshness import DEFAULT_MAX_AGE_SECONDS, check_freshness,
 from dw_assets.checks.reconciliation import reconcile
 from dw_assets.checks.schema_diff import differences_markdown
 from dw_assets.checks.schema_snapshot import SnapshotError, snapshot_database
+from dw_assets.lakehouse.quarantine_resolve import check_quarantine
 from dw_assets.model import load_model
 from dw_assets.partitions import clients_partitions
 from dw_assets.resources import DwSettings
@@ -28,6 +29,9 @@ RECONCILE_ROUNDS, RECONCILE_SETTLE_SECONDS = 3, 5.0
 # Reconciliation reads whole tables: every 30 minutes per client (the automation sensor evaluates it), and on
 # demand from the UI.
 SILVER_CHECK_SCHEDULE = dg.AutomationCondition.cron_tick_passed("*/30 * * * *") & ~dg.AutomationCondition.in_progress()
+# The quarantine check only lists a small Delta table: every 5 minutes.
+QUARANTINE_CHECK_SCHEDULE = (dg.AutomationCondition.cron_tick_passed("*/5 * * * *")
+                             & ~dg.AutomationCondition.in_progress())
 
 
 @dg.asset(
@@ -146,7 +150,23 @@ def _silver_check_defs(table: str) -> list[dg.AssetChecksDefinition]:
                       "max_age_seconds": res.max_age_seconds, "tables": dg.MetadataValue.md(res.markdown())},
         )
 
-    return [silver_matches_source, silver_fresh]
+    @dg.asset_check(asset=key, name="silver_quarantine_empty", partitions_def=clients_partitions,
+                    automation_condition=QUARANTINE_CHECK_SCHEDULE,
+                    description=f"ERROR while changes of {table} wait in <lake>/quarantine/<client>/{table} (a "
+                                "change that did not decode, and later changes of its key held behind it).")
+    def silver_quarantine_empty(context: dg.AssetCheckExecutionContext, dw: DwSettings) -> dg.AssetCheckResult:
+        settings = dw.load()
+        client = context.partition_key
+        res = check_quarantine(settings, client, table)
+        sent = _alert(settings, client, f"silver_quarantine_empty:{table}", res.findings(table))
+        s = res.summary
+        return dg.AssetCheckResult(
+            passed=res.passed, severity=dg.AssetCheckSeverity.ERROR, description=res.description,
+            metadata={**sent, "failed": s.failed if s else 0, "held": s.held if s else 0,
+                      "discarded": s.discarded if s else 0},
+        )
+
+    return [silver_matches_source, silver_fresh, silver_quarantine_empty]
 
 
 # ---- schema checks for every client, without materializing ------------------------------------------------

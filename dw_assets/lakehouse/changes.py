@@ -91,6 +91,7 @@ def typed_events(con: duckdb.DuckDBPyConnection, events: pa.Table, columns: Sequ
 @dataclass
 class DecodedEvents:
     typed: pa.Table  # rows that decoded, as `typed_events` returns them
+    rows: pa.Array  # their indices into the events given
     failed: pa.Table  # `row` (index into the events given) and `error`, for rows that did not
 
 
@@ -123,7 +124,7 @@ def decode_events(con: duckdb.DuckDBPyConnection, events: pa.Table, columns: Seq
                                         pa.field(SOURCE_TS, pa.int64())])
     # Relax nullability for the cast: NOT NULL is enforced by the Delta write.
     typed = good.select(schema.names).cast(pa.schema([f.with_nullable(True) for f in schema]))
-    return DecodedEvents(typed, failed)
+    return DecodedEvents(typed, good["_dw_row"].combine_chunks(), failed)
 
 
 def truncate_seq(con: duckdb.DuckDBPyConnection, events: pa.Table) -> Decimal | None:

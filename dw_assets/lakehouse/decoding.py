@@ -185,19 +185,30 @@ def _datetime(spec: TypeSpec | None, enc: Encoding, zoned: bool) -> Steps:
     from_int = _epoch_to_timestamp(millis)
     if zoned:
         return [f"CASE WHEN contains({{v}}, ':') THEN TRY_CAST({{v}} AS TIMESTAMPTZ) "
-                f"ELSE CAST({from_int} AS TIMESTAMPTZ) END"]
+                f"ELSE CAST({from_int} AS TIMESTAMPTZ) END", _in_range("{s0}", *_TIMESTAMP_RANGE)]
     # (DuckDB's TIMESTAMP cast would drop an offset, not apply it: such text goes through TIMESTAMPTZ.)
     offset = "(contains(substr({v}, 20), '+') OR contains(substr({v}, 20), '-'))"
     return [f"CASE WHEN contains({{v}}, ':') THEN CASE WHEN {offset} "
             f"THEN CAST(TRY_CAST({{v}} AS TIMESTAMPTZ) AS TIMESTAMP) ELSE TRY_CAST({{v}} AS TIMESTAMP) END "
-            f"ELSE {from_int} END"]
+            f"ELSE {from_int} END", _in_range("{s0}", *_DATETIME_RANGE)]
 
 
 def _date() -> Steps:
     # ISO text has a '-' after its first character (an epoch day count only as its sign).
     return ["CASE WHEN contains(substr({v}, 2), '-') THEN "
             "TRY_CAST(CASE WHEN ends_with({v}, 'Z') THEN left({v}, -1) ELSE {v} END AS DATE) "
-            "ELSE try(DATE '1970-01-01' + TRY_CAST({v} AS INTEGER)) END"]
+            "ELSE try(DATE '1970-01-01' + TRY_CAST({v} AS INTEGER)) END",
+            _in_range("{s0}", "DATE '0001-01-01'", "DATE '9999-12-31'")]
+
+
+# MariaDB's ranges: a value outside them was decoded with the wrong unit (micros read as millis is year 57000),
+# so it is an error, not a value. DuckDB's own range is far wider.
+_DATETIME_RANGE = ("TIMESTAMP '0001-01-01 00:00:00'", "TIMESTAMP '9999-12-31 23:59:59.999999'")
+_TIMESTAMP_RANGE = ("TIMESTAMPTZ '1970-01-01 00:00:00+00'", "TIMESTAMPTZ '2106-02-07 06:28:15.999999+00'")
+
+
+def _in_range(x: str, lo: str, hi: str) -> str:
+    return f"CASE WHEN {x} BETWEEN {lo} AND {hi} THEN {x} END"
 
 
 def _time_micros(spec: TypeSpec | None, enc: Encoding) -> Steps:
