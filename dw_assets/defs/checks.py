@@ -29,9 +29,6 @@ RECONCILE_ROUNDS, RECONCILE_SETTLE_SECONDS = 3, 5.0
 # Reconciliation reads whole tables: every 30 minutes per client (the automation sensor evaluates it), and on
 # demand from the UI.
 SILVER_CHECK_SCHEDULE = dg.AutomationCondition.cron_tick_passed("*/30 * * * *") & ~dg.AutomationCondition.in_progress()
-# The quarantine check only lists a small Delta table: every 5 minutes.
-QUARANTINE_CHECK_SCHEDULE = (dg.AutomationCondition.cron_tick_passed("*/5 * * * *")
-                             & ~dg.AutomationCondition.in_progress())
 
 
 @dg.asset(
@@ -151,7 +148,7 @@ def _silver_check_defs(table: str) -> list[dg.AssetChecksDefinition]:
         )
 
     @dg.asset_check(asset=key, name="silver_quarantine_empty", partitions_def=clients_partitions,
-                    automation_condition=QUARANTINE_CHECK_SCHEDULE,
+                    automation_condition=SILVER_CHECK_SCHEDULE,
                     description=f"ERROR while changes of {table} wait in <lake>/quarantine/<client>/{table} (a "
                                 "change that did not decode, and later changes of its key held behind it).")
     def silver_quarantine_empty(context: dg.AssetCheckExecutionContext, dw: DwSettings) -> dg.AssetCheckResult:

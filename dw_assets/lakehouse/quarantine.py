@@ -35,6 +35,7 @@ SCHEMA = pa.schema(list(LANDING_SCHEMA) + [
     pa.field("quarantined_at", pa.timestamp("us", tz="UTC")), pa.field("resolved_at", pa.timestamp("us", tz="UTC")),
 ])
 _COORDS = ["kafka_topic", "kafka_partition", "kafka_offset"]
+_SOURCE_ORDER = ["source_file", "source_pos", "source_row"]  # binlog order (file names sort by their number)
 
 
 def quarantine_url(settings: Settings, client: str, table: str) -> str:
@@ -77,24 +78,22 @@ def hold(settings: Settings, client: str, table: str, events: pa.Table, failed_r
     already in quarantine); return the rows that apply.
 
     `failed_rows` is `row` (index into `events`) and `error`; `candidate_rows` the indices of the rows that
-    decoded. A key's order is its Kafka partition's offset order (one key, one partition), which the source
-    order also is; a re-read of events already in quarantine does not add them twice.
+    decoded. "Later" is binlog order (source file, position, row: the raw source fields); a re-read of events
+    already in quarantine (same topic, partition, offset) does not add them twice.
     """
     existing = open_rows(settings, client, table)
     blocked = existing.filter(pc.not_equal(existing["status"], RETRYING))
     if not failed_rows.num_rows and not blocked.num_rows:
         return Held(candidate_rows)
-    ev = pl.from_arrow(events.select(["key", *_COORDS])).with_row_index("row", offset=0).with_columns(
+    ev = pl.from_arrow(events.select(["key", *_COORDS, *_SOURCE_ORDER])).with_row_index("row").with_columns(
         pl.col("row").cast(pl.Int64))
-    failed = pl.from_arrow(failed_rows)
-    ev = ev.join(failed, on="row", how="left")
-    first_failure = (ev.filter(pl.col("error").is_not_null() & pl.col("key").is_not_null())
-                     .group_by("key").agg(pl.col("kafka_offset").min().alias("first_offset")))
-    prior = pl.from_arrow(blocked.select(["key"])).filter(pl.col("key").is_not_null()).unique()
-    ev = (ev.join(first_failure, on="key", how="left")
-          .with_columns(prior=pl.col("key").is_in(prior["key"].implode()).fill_null(False)))
-    held_mask = pl.col("error").is_null() & (
-        pl.col("prior") | (pl.col("first_offset").is_not_null() & (pl.col("kafka_offset") > pl.col("first_offset"))))
+    ev = ev.join(pl.from_arrow(failed_rows), on="row", how="left").sort(_SOURCE_ORDER, nulls_last=False)
+    prior = pl.from_arrow(blocked.select(["key"]))["key"].drop_nulls().unique()
+    failed_here = pl.col("error").is_not_null().cast(pl.Int32)
+    # In source (binlog) order: a change with a failed change of its key before it is held.
+    after_failure = (failed_here.cum_sum().over("key") - failed_here) > 0
+    held_mask = pl.col("error").is_null() & pl.col("key").is_not_null() & (
+        pl.col("key").is_in(prior.implode()) | after_failure)
     ev = ev.with_columns(
         status=pl.when(pl.col("error").is_not_null()).then(pl.lit(FAILED))
         .when(held_mask).then(pl.lit(HELD)).otherwise(pl.lit(None, pl.String)),
