@@ -207,3 +207,14 @@ def test_iso_datetime_with_offset_is_converted_to_utc():
     (row,) = out.typed.to_pylist()
     assert row["dt"] == datetime(2024, 1, 2, 1, 4, 5)
     assert row["ts"] == datetime(2024, 1, 2, 4, 34, 5, 500000, tzinfo=timezone.utc)
+
+
+def test_decimal_wider_than_delta_is_text_and_base64_decodes_or_fails():
+    types = {"w": "DECIMAL(65,30)"}
+    small = base64.b64encode(unscaled_bytes(-12345)).decode()
+    huge = base64.b64encode(unscaled_bytes(10**64 - 1)).decode()  # 27 bytes: beyond what the SQL path decodes
+    out = _decode([{"w": "12345678901234567890123456789012345.123456789012345678901234567890"}, {"w": small},
+                   {"w": huge}], types, Encoding(decimal_handling_mode="precise"))
+    assert out.typed["w"].to_pylist() == ["12345678901234567890123456789012345.123456789012345678901234567890",
+                                          "-0.000000000000000000000000012345"]
+    assert out.failed["row"].to_pylist() == [2]  # an error, never the base64 text as a number

@@ -14,6 +14,7 @@ and `decimal.handling.mode` decide, with the column's precision, exactly as Debe
 | TIMESTAMP | ISO-8601 with `Z` or an offset (ZonedTimestamp); an integer as for DATETIME |
 | TIME | micros (`adaptive` with fsp 0-3, and `connect`: millis); `[-]HH:MM:SS[.ffffff]` with optional `Z` |
 | DECIMAL | exact decimal string (`string`); JSON number (`double`); base64 unscaled big-endian two's complement (`precise`), `{"scale", "value"}` (variable scale) |
+| DECIMAL(>38, s) (lake text) | the number's text; base64 of up to 16 bytes (longer: an error, not a guess) |
 | BIGINT UNSIGNED | number (negative = `bigint.unsigned.handling.mode=long` wrap-around, +2^64); base64 (`precise`) |
 | BIT(1) / BIT(n) | boolean / base64 of little-endian bytes (`io.debezium.data.Bits`) -> '0'/'1' string of n digits |
 | BINARY, BLOB | base64 (standard or URL-safe) |
@@ -142,6 +143,8 @@ def _decimal(target: str, scale: int, enc: Encoding) -> Steps:
     # decimal.handling.mode=double) goes through DOUBLE, which is what it was.
     number = (f"coalesce(TRY_CAST({{v}} AS {target}), CASE WHEN contains(lower({{v}}), 'e') "
               f"THEN TRY_CAST(TRY_CAST({{v}} AS DOUBLE) AS {target}) END)")
+    if target == "VARCHAR":  # DECIMAL wider than 38 digits is kept as its text: a number's text stays as it is
+        number = "CASE WHEN TRY_CAST({v} AS DOUBLE) IS NOT NULL THEN {v} END"
     obj = "starts_with({v}, '{{')"
     # A digits-only string whose length is a multiple of 4 is valid base64 too: for scale > 0 it is base64 (a
     # decimal string then has a '.'), for scale 0 the connector's decimal.handling.mode decides. Otherwise text
@@ -253,6 +256,8 @@ def value_steps(col: LakeColumn, enc: Encoding) -> Steps:
         return _bits(spec)
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return [_b64("{v}")]
+    if spec is not None and spec.base == "decimal":  # DECIMAL(>38, s): text (base64 decodes up to 16 bytes)
+        return _decimal("VARCHAR", spec.scale or 0, enc)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return ["{v}"]
     if pa.types.is_decimal(t):
