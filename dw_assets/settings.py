@@ -159,6 +159,14 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default)."""
+    raw = env.get(name) or choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw in (None, ""):
@@ -256,6 +264,7 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         landing_shards=_int(env, "DW_LANDING_SHARDS", 16),
         apply_threads=_int(env, "DW_APPLY_THREADS", 2),
         ingest_drain_seconds=_float(env, "DW_INGEST_DRAIN_SECONDS", 120.0),
-        cdc_time_precision_mode=env.get("DW_CDC_TIME_PRECISION_MODE", "adaptive_time_microseconds"),
-        cdc_decimal_handling_mode=env.get("DW_CDC_DECIMAL_HANDLING_MODE", "string"),
+        cdc_time_precision_mode=_choice(env, "DW_CDC_TIME_PRECISION_MODE",
+                                        ("adaptive_time_microseconds", "adaptive", "connect")),
+        cdc_decimal_handling_mode=_choice(env, "DW_CDC_DECIMAL_HANDLING_MODE", ("string", "precise", "double")),
     )

@@ -218,3 +218,12 @@ def test_decimal_wider_than_delta_is_text_and_base64_decodes_or_fails():
     assert out.typed["w"].to_pylist() == ["12345678901234567890123456789012345.123456789012345678901234567890",
                                           "-0.000000000000000000000000012345"]
     assert out.failed["row"].to_pylist() == [2]  # an error, never the base64 text as a number
+
+
+def test_encoding_settings_are_validated_naming_the_variable(tmp_path):
+    from dw_assets.settings import SettingsError, load_settings
+
+    s = load_settings(home=tmp_path, env={"DW_CDC_TIME_PRECISION_MODE": "connect", "DW_CDC_DECIMAL_HANDLING_MODE": "precise"})
+    assert (s.cdc_time_precision_mode, s.cdc_decimal_handling_mode) == ("connect", "precise")
+    with pytest.raises(SettingsError, match="DW_CDC_TIME_PRECISION_MODE='micro'"):
+        load_settings(home=tmp_path, env={"DW_CDC_TIME_PRECISION_MODE": "micro"})
