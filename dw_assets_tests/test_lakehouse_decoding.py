@@ -227,3 +227,42 @@ def test_encoding_settings_are_validated_naming_the_variable(tmp_path):
     assert (s.cdc_time_precision_mode, s.cdc_decimal_handling_mode) == ("connect", "precise")
     with pytest.raises(SettingsError, match="DW_CDC_TIME_PRECISION_MODE='micro'"):
         load_settings(home=tmp_path, env={"DW_CDC_TIME_PRECISION_MODE": "micro"})
+
+
+def test_schema_payload_messages_of_every_type_land_in_silver(tmp_path: Path):
+    """JsonConverter with schemas.enable=true: the envelope under "payload", through landing into silver."""
+    from confluent_kafka import Message
+
+    from dw_assets.contracts import data_topic
+    from dw_assets.lakehouse.synthetic import write_landing_table
+
+    settings = Settings(home=tmp_path, landing_url=str(tmp_path / "landing"), lake_url=str(tmp_path / "lake"))
+    settings = _with_encoding(settings, "adaptive_time_microseconds", "precise")
+    model, client, modes = all_types_model(tmp_path), unique_client("dz"), Modes()
+    topic = data_topic(settings.kafka.topic_prefix, client, "all_types")
+    source = {i: {n: sample_values(SPECS[n], i) for n in ALL_TYPES} for i in range(3)}
+    msgs = []
+    for i, vals in source.items():
+        after = {"id": i, **{n: encode(SPECS[n], v, modes) for n, v in vals.items()}}
+        payload = {"before": None, "after": after, "op": "c", "ts_ms": 1, "ts_us": 1000, "ts_ns": 1000000,
+                   "source": {"version": "3.0.0.Final", "connector": "mariadb", "name": "dw", "ts_ms": 1,
+                              "ts_us": 1000, "ts_ns": 1000000, "snapshot": "false", "db": client,
+                              "table": "all_types", "server_id": 1, "gtid": None, "file": "mariadb-bin.000001",
+                              "pos": 100 * (i + 1), "row": 0, "thread": None, "query": None}}
+        schema = {"type": "struct", "optional": False, "name": f"dw.{client}.all_types.Envelope", "fields": [
+            {"type": "struct", "optional": True, "field": "after", "fields": [
+                {"type": "int64", "optional": True, "name": "io.debezium.time.MicroTimestamp", "version": 1,
+                 "field": "c_dt6"},
+                {"type": "bytes", "optional": True, "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
+                 "parameters": {"scale": "2", "connect.decimal.precision": "10"}, "field": "c_dec_10_2"}]}]}
+        key = {"schema": {"type": "struct", "fields": [{"type": "int64", "field": "id"}]}, "payload": {"id": i}}
+        msgs.append(Message(topic=topic, partition=0, offset=i, key=json.dumps(key).encode(),
+                            value=json.dumps({"schema": schema, "payload": payload}).encode(), timestamp=(1, 1)))
+    rows = decode_messages(msgs)
+    assert not rows.bad
+    write_landing_table(settings, topic, 0, 0, pa.Table.from_batches([rows.batch]))
+    r = apply_client(settings, client, model, source_schema=StaticSourceSchema({}))
+    assert r.ok, r.failed
+    silver = {row["id"]: row for row in read_delta(settings, "silver", client, "all_types").to_pylist()}
+    assert {(i, n): silver[i][n] for i in source for n in ALL_TYPES} == {
+        (i, n): _expected(n, v, modes) for i, vals in source.items() for n, v in vals.items()}
