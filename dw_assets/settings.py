@@ -124,6 +124,10 @@ class Settings:
     # The reconciliation check repairs the differing keys it confirms (`dw reconcile --repair`) instead of only
     # alerting.
     reconcile_repair: bool = False
+    # The producer's Debezium settings, used only where a value's text is ambiguous (lakehouse/decoding.py):
+    # integer TIME/DATETIME units and digits-only scale-0 DECIMAL strings.
+    cdc_time_precision_mode: str = "adaptive_time_microseconds"
+    cdc_decimal_handling_mode: str = "string"
 
     # ---- derived locations -------------------------------------------------------------------------------
     @property
@@ -156,6 +160,14 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default)."""
+    raw = env.get(name) or choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -256,4 +268,7 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         apply_threads=_int(env, "DW_APPLY_THREADS", 2),
         ingest_drain_seconds=_float(env, "DW_INGEST_DRAIN_SECONDS", 120.0),
         reconcile_repair=env.get("DW_RECONCILE_REPAIR", "0").strip().lower() in ("1", "true", "yes"),
+        cdc_time_precision_mode=_choice(env, "DW_CDC_TIME_PRECISION_MODE",
+                                        ("adaptive_time_microseconds", "adaptive", "connect")),
+        cdc_decimal_handling_mode=_choice(env, "DW_CDC_DECIMAL_HANDLING_MODE", ("string", "precise", "double")),
     )

@@ -16,6 +16,7 @@ from dw_assets.checks.reconciliation import reconcile
 from dw_assets.checks.repair import repair_client
 from dw_assets.checks.schema_diff import differences_markdown
 from dw_assets.checks.schema_snapshot import SnapshotError, snapshot_database
+from dw_assets.lakehouse.quarantine_resolve import check_quarantine
 from dw_assets.model import load_model
 from dw_assets.defs.reports import refresh_cron
 from dw_assets.partitions import clients_partitions
@@ -159,7 +160,23 @@ def _silver_check_defs(table: str) -> list[dg.AssetChecksDefinition]:
                       "max_age_seconds": res.max_age_seconds, "tables": dg.MetadataValue.md(res.markdown())},
         )
 
-    return [silver_matches_source, silver_fresh]
+    @dg.asset_check(asset=key, name="silver_quarantine_empty", partitions_def=clients_partitions,
+                    automation_condition=SILVER_CHECK_SCHEDULE,
+                    description=f"ERROR while changes of {table} wait in <lake>/quarantine/<client>/{table} (a "
+                                "change that did not decode, and later changes of its key held behind it).")
+    def silver_quarantine_empty(context: dg.AssetCheckExecutionContext, dw: DwSettings) -> dg.AssetCheckResult:
+        settings = dw.load()
+        client = context.partition_key
+        res = check_quarantine(settings, client, table)
+        sent = _alert(settings, client, f"silver_quarantine_empty:{table}", res.findings(table))
+        s = res.summary
+        return dg.AssetCheckResult(
+            passed=res.passed, severity=dg.AssetCheckSeverity.ERROR, description=res.description,
+            metadata={**sent, "failed": s.failed if s else 0, "held": s.held if s else 0,
+                      "discarded": s.discarded if s else 0},
+        )
+
+    return [silver_matches_source, silver_fresh, silver_quarantine_empty]
 
 
 # ---- schema checks for every client, without materializing ------------------------------------------------

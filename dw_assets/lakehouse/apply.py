@@ -21,12 +21,13 @@ import pyarrow.compute as pc
 from dw_assets.model import StandardModel, Table, load_model
 from dw_assets.settings import Settings
 
-from . import changes
+from . import changes, quarantine
 from .bronze import append_bronze, read_bronze_since, unique_changes
 from .changes import ChangeParseError
 from .apply_lock import apply_lock
 from .client_state import ClientState
 from .commit_retry import CommitRetriesExhausted
+from .decoding import Encoding
 from .evolution import InformationSchemaSource, SchemaChangeError, SourceSchema, add_columns, plan_new_columns
 from .history import apply_history
 from .landing_files import LandingFile, list_landing_files, read_landing_files
@@ -54,6 +55,8 @@ class TableApply:
     added_columns: list[str] = field(default_factory=list)
     latest_source_ts_ms: int | None = None
     error: str | None = None
+    quarantined: int = 0  # changes that did not decode, now in <lake>/quarantine/<client>/<table>
+    held: int = 0  # later changes of their keys, held in the quarantine behind them
 
     @property
     def ok(self) -> bool:
@@ -250,7 +253,16 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
         lake_schema = pa.schema(list(lake_schema) + new_fields)
         tr.added_columns = [f.name for f in new_fields]
     data_fields = [f for f in lake_schema if not f.name.startswith(DW_PREFIX)]
-    typed = changes.typed_events(con, events, data_fields)
+    # Rows that do not decode, and later changes of their keys, go to the quarantine; the rest applies.
+    decoded = changes.decode_events(con, events, data_fields, {c.name: c.type for c in t.columns},
+                                    Encoding(settings.cdc_time_precision_mode, settings.cdc_decimal_handling_mode))
+    held = quarantine.hold(settings, client, t.name, events, decoded.failed, decoded.rows, now)
+    typed = decoded.typed
+    if held.failed or held.held:
+        typed = typed.filter(pc.is_in(decoded.rows, held.apply_rows))
+        tr.quarantined, tr.held = held.failed, held.held
+        log.error("apply %s.%s: %d change(s) quarantined, %d held behind them: %s", client, t.name, held.failed,
+                  held.held, "; ".join(held.errors))
     tr.events = events.num_rows
 
     truncate_at = changes.truncate_order(events)

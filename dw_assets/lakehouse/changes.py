@@ -1,22 +1,26 @@
 """Change events as SQL: typed row images from JSON text, latest change per key (order: `ordering`).
 
 All bulk work runs in DuckDB over Arrow (no per-row Python): `json_transform` to a struct of strings, then one
-CAST per column to the lake type; measured ~0.13 s per 100k events x 10 columns, ~2x faster than Polars'
-json_decode. The statements are plain SQL so a Spark engine can run the same logic later.
+decoding expression per column to the lake type (`decoding`: every Debezium encoding, TRY semantics, failing
+rows reported rather than raised). The statements are plain SQL so a Spark engine can run the same logic later.
 """
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dw_assets.model import TypeSpec
+
+from . import decoding
+from .decoding import Encoding, duck_type, qi, sql_literal  # noqa: F401 (re-exported for other modules)
 from .ordering import ORDER_COLUMNS, SEQ, SEQ_ROW, SEQ_TYPE, ChangeOrder, max_order, order_columns
-from .ordering import quote as qi  # noqa: F401  (quotes DuckDB identifiers; used here and by other modules)
 from .tables import SOURCE_TS, bronze_schema
 
 
@@ -29,10 +33,6 @@ def connect() -> duckdb.DuckDBPyConnection:
     # TIMESTAMP columns arrive as ISO strings with Z: keep DuckDB's TIMESTAMPTZ output in UTC.
     con.execute("SET TimeZone='UTC'")
     return con
-
-
-def sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def bronze_rows(con: duckdb.DuckDBPyConnection, landing: pa.Table, batch: int, ingested_at: datetime) -> pa.Table:
@@ -60,62 +60,58 @@ def image_columns(con: duckdb.DuckDBPyConnection, events: pa.Table) -> set[str]:
     return {r[0] for r in rows}
 
 
-def duck_type(t: pa.DataType) -> str:
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_integer(t):
-        return {8: "TINYINT", 16: "SMALLINT", 32: "INTEGER", 64: "BIGINT"}[t.bit_width]
-    if pa.types.is_decimal(t):
-        return f"DECIMAL({t.precision},{t.scale})"
-    if pa.types.is_float32(t):
-        return "FLOAT"
-    if pa.types.is_float64(t):
-        return "DOUBLE"
-    if pa.types.is_date(t):
-        return "DATE"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return "BLOB"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "VARCHAR"
-    raise TypeError(f"no DuckDB mapping for Arrow type {t}")
-
-
-def _convert(name: str, t: pa.DataType) -> str:
-    v = f"img.{qi(name)}"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return f"from_base64({v})"  # Debezium's JSON converter renders bytes as base64
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return v
-    return f"CAST({v} AS {duck_type(t)})"
-
-
-def typed_events(con: duckdb.DuckDBPyConnection, events: pa.Table, columns: Sequence[pa.Field]) -> pa.Table:
+def typed_events(con: duckdb.DuckDBPyConnection, events: pa.Table, columns: Sequence[pa.Field],
+                 specs: Mapping[str, TypeSpec] | None = None, encoding: Encoding | None = None) -> pa.Table:
     """Row changes (not truncates) with typed columns: `columns` + `_dw_op`, `_dw_seq`, `_dw_seq_row`,
     `_dw_source_ts_ms`.
 
-    The image is `after` for c/u/r and `before` for d, so a delete carries its key. Values are extracted as
-    text first: JSON numbers, strings and nested JSON text all become the literal text, then CAST exactly
-    (DECIMAL strings never pass through a float).
+    Raises ChangeParseError naming the first value that does not decode; `decode_events` instead returns the
+    failing rows (for the quarantine).
     """
-    spec = json.dumps({f.name: "VARCHAR" for f in columns})
-    select = ", ".join(f"{_convert(f.name, f.type)} AS {qi(f.name)}" for f in columns)
-    seq = ", ".join(ORDER_COLUMNS)
-    con.register("events_in", events.select(["op", "after", "before", *ORDER_COLUMNS, "source_ts_ms"]))
+    decoded = decode_events(con, events, columns, specs, encoding)
+    if decoded.failed.num_rows:
+        raise ChangeParseError(decoded.failed["error"][0].as_py())
+    return decoded.typed
+
+
+@dataclass
+class DecodedEvents:
+    typed: pa.Table  # rows that decoded, as `typed_events` returns them
+    rows: pa.Array  # their indices into the events given
+    failed: pa.Table  # `row` (index into the events given) and `error`, for rows that did not
+
+
+def decode_events(con: duckdb.DuckDBPyConnection, events: pa.Table, columns: Sequence[pa.Field],
+                  specs: Mapping[str, TypeSpec] | None = None, encoding: Encoding | None = None) -> DecodedEvents:
+    """Decode the row images of `events` to the lake types of `columns` (see `decoding`), in one DuckDB query.
+
+    The image is `after` for c/u/r and `before` for d, so a delete carries its key. `specs` are the model's
+    MariaDB types by column (they pick millis vs micros, the decimal scale, BIT widths); `encoding` the
+    producer's settings where the text is ambiguous.
+    """
+    p = decoding.plan(decoding.lake_columns(columns, specs or {}), encoding or Encoding())
+    n = events.num_rows
+    order = ", ".join(ORDER_COLUMNS)
+    src = events.select(["op", "after", "before", *ORDER_COLUMNS, "source_ts_ms"]).append_column(
+        "_dw_row", pa.array(np.arange(n, dtype=np.int64)))
+    images = (f"SELECT op, {order}, source_ts_ms, _dw_row, json_transform(coalesce(after, before), "
+              f"{sql_literal(p.transform_spec)}) AS img FROM events_in WHERE op <> 't'")
+    con.register("events_in", src)
     try:
-        out = con.sql(
-            f"SELECT {select}, op AS _dw_op, {seq}, source_ts_ms AS {SOURCE_TS} FROM ("
-            f"  SELECT op, {seq}, source_ts_ms, json_transform(coalesce(after, before), {sql_literal(spec)}) AS img"
-            "   FROM events_in WHERE op <> 't')").to_arrow_table()
+        out = con.sql(p.query(images, "img", ["op", *ORDER_COLUMNS, "source_ts_ms", "_dw_row"])).to_arrow_table()
     except (duckdb.ConversionException, duckdb.InvalidInputException) as e:
         raise ChangeParseError(str(e).splitlines()[0]) from None
     finally:
         con.unregister("events_in")
+    out = out.rename_columns([{"op": "_dw_op", "source_ts_ms": SOURCE_TS}.get(c, c) for c in out.column_names])
+    bad = pc.is_valid(out["_dw_error"])
+    failed = out.filter(bad).select(["_dw_row", "_dw_error"]).rename_columns(["row", "error"])
+    good = out.filter(pc.invert(bad)) if failed.num_rows else out
     schema = pa.schema(list(columns) + [pa.field("_dw_op", pa.string()), pa.field(SEQ, SEQ_TYPE),
                                         pa.field(SEQ_ROW, SEQ_TYPE), pa.field(SOURCE_TS, pa.int64())])
     # Relax nullability for the cast: NOT NULL is enforced by the Delta write.
-    return out.cast(pa.schema([f.with_nullable(True) for f in schema]))
+    typed = good.select(schema.names).cast(pa.schema([f.with_nullable(True) for f in schema]))
+    return DecodedEvents(typed, good["_dw_row"].combine_chunks(), failed)
 
 
 def truncate_order(events: pa.Table) -> ChangeOrder | None:

@@ -17,6 +17,8 @@ from dw_assets.settings import Settings
 from .apply import ApplyResult, apply_client
 from .maintenance import DEFAULT_RETENTION_HOURS, lake_clients, maintain_lake
 from .migration import migrate_client
+from .quarantine import quarantined_clients
+from .quarantine_resolve import discard, retry, summarize
 from .tables import ensure_client_tables
 
 
@@ -36,6 +38,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ap.add_argument("--model", help="model file (default: the shipped standard model)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.set_defaults(func=lambda args, settings: cmd_apply(settings, args.client, args.database, args.model, args.json))
+
+    qr = sub.add_parser("quarantine", help="changes that could not be applied: list, retry, discard")
+    qsub = qr.add_subparsers(dest="quarantine_command", metavar="ACTION")
+    qsub.required = True
+    for action, text in (("list", "what waits in quarantine, per client and table"),
+                         ("retry", "re-decode with the current model and code and apply what now converts"),
+                         ("discard", "drop the failed changes (kept as discarded) and apply those held behind them")):
+        q = qsub.add_parser(action, help=text)
+        q.add_argument("--client", help="only this client (default: every client with a quarantine)")
+        q.add_argument("--table", action="append", help="only this table (repeatable)")
+        q.add_argument("--model", help="model file (default: the shipped standard model)")
+        if action != "list":
+            q.add_argument("--database", help="the client's source database (default: the client name)")
+        q.set_defaults(func=lambda args, settings: cmd_quarantine(
+            settings, args.quarantine_command, args.client, args.table, args.model, getattr(args, "database", None)))
 
     mt = sub.add_parser("maintain", help="compact and vacuum every client's tables (or the given ones)")
     mt.add_argument("--client", action="append", help="only this client (repeatable)")
@@ -88,6 +105,45 @@ def _print(r: ApplyResult) -> None:
                       str(t.silver.updated), str(t.silver.deleted), str(t.silver.ignored), ", ".join(t.added_columns),
                       "ok" if t.ok else f"[red]{t.error}[/]")
     Console().print(table)
+
+
+def cmd_quarantine(settings: Settings, action: str, client: str | None, tables: list[str] | None,
+                   model_path: str | None, database: str | None) -> int:
+    if client:
+        validate_client_name(client)
+    model = load_model(model_path or settings.model_path)
+    unknown = sorted(set(tables or []) - set(model.table_names))
+    if unknown:
+        raise CommandError(f"table(s) not in the model: {', '.join(unknown)}")
+    names = list(tables or model.table_names)
+    clients = [client] if client else quarantined_clients(settings)
+    out = RichTable(title=f"lake quarantine {action}")
+    if action == "list":
+        for col in ("client", "table", "failed", "held", "discarded", "first failed change"):
+            out.add_column(col, no_wrap=col in ("client", "table"))
+        waiting = 0
+        for c in clients:
+            for s in summarize(settings, c, names):
+                waiting += s.open
+                where = ", ".join(f"{k}={v}" for k, v in s.first_coordinates.items())
+                out.add_row(c, s.table, str(s.failed), str(s.held + s.retrying), str(s.discarded),
+                            f"{s.first_error}\n{where}" if s.first_error else "")
+        Console().print(out)
+        Console().print(f"{waiting} change(s) waiting")
+        return 0
+    run = retry if action == "retry" else discard
+    for col in ("client", "table", "taken", "applied", "still failed", "still held", "status"):
+        out.add_column(col, no_wrap=col in ("client", "table"))
+    remaining = 0
+    for c in clients:
+        for r in run(settings, c, model, names, database=database if client else None):
+            remaining += r.still_failed + r.still_held + (r.taken if r.error else 0)
+            out.add_row(c, r.table, str(r.taken), str(r.applied), str(r.still_failed), str(r.still_held),
+                        f"[red]{r.error}[/]" if r.error else "ok")
+    Console().print(out)
+    if remaining:
+        raise CommandError(f"{remaining} change(s) still in quarantine (see `dw lake quarantine list`)")
+    return 0
 
 
 def cmd_maintain(settings: Settings, clients: list[str] | None, retention_hours: int, zorder: bool) -> int:
