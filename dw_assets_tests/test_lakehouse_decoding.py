@@ -99,8 +99,8 @@ def _decode(rows: list[dict], types: dict[str, str], enc: Encoding | None = None
     specs = {n: parse_type(t) for n, t in types.items()}
     fields = [pa.field(n, arrow_type(s)) for n, s in specs.items()]
     events = pa.table({"op": ["c"] * len(rows), "after": [json.dumps(r) for r in rows], "before": [None] * len(rows),
-                       "_dw_seq": pa.array(range(len(rows)), pa.decimal128(38, 0)),
-                       "source_ts_ms": [0] * len(rows)})
+                       "_dw_seq": pa.array(range(len(rows)), pa.int64()),
+                       "_dw_seq_row": pa.array([0] * len(rows), pa.int64()), "source_ts_ms": [0] * len(rows)})
     return changes.decode_events(changes.connect(), events, fields, specs, enc)
 
 
@@ -151,8 +151,8 @@ def test_values_that_do_not_decode_are_reported_per_row():
     assert "column d: cannot decode not a date as DATE" in out.failed["error"][0].as_py()
     with pytest.raises(changes.ChangeParseError, match="column d"):
         changes.typed_events(changes.connect(), pa.table({
-            "op": ["c"], "after": ['{"d": "x"}'], "before": [None], "_dw_seq": pa.array([1], pa.decimal128(38, 0)),
-            "source_ts_ms": [0]}), [pa.field("d", pa.date32())], {"d": parse_type("DATE")})
+            "op": ["c"], "after": ['{"d": "x"}'], "before": [None], "_dw_seq": pa.array([1], pa.int64()),
+            "_dw_seq_row": pa.array([0], pa.int64()), "source_ts_ms": [0]}), [pa.field("d", pa.date32())], {"d": parse_type("DATE")})
 
 
 def test_project_encoding_still_decodes():
@@ -165,7 +165,8 @@ def test_project_encoding_still_decodes():
     assert row == {"dt": datetime(2024, 1, 1, 0, 0, 0, 123456),
                    "ts": datetime(2024, 6, 1, 12, 0, 0, 1, tzinfo=timezone.utc), "d": date(2024, 3, 1),
                    "t": -1_250_000, "dec": Decimal("-12345678.91"), "b1": "1", "b10": "1010000001",
-                   "blob": b"\x00\xff\x10", "_dw_op": "c", "_dw_seq": Decimal(0), "_dw_source_ts_ms": 0}
+                   "blob": b"\x00\xff\x10", "_dw_op": "c", "_dw_seq": 0, "_dw_seq_row": 0,
+                   "_dw_source_ts_ms": 0}
 
 
 def test_landing_accepts_schema_payload_form_and_ts_us_ns():

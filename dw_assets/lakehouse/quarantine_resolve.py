@@ -19,6 +19,7 @@ from dw_assets.settings import Settings
 
 from . import changes, quarantine
 from .apply import TABLE_ERRORS, TableApply, _apply_table
+from .apply_lock import apply_lock
 from .client_state import ClientState
 from .evolution import InformationSchemaSource, SourceSchema
 
@@ -75,8 +76,16 @@ class RetryResult:
 
 def retry(settings: Settings, client: str, model: StandardModel | None = None, tables: list[str] | None = None,
           database: str | None = None, source_schema: SourceSchema | None = None) -> list[RetryResult]:
-    """Re-decode and apply every open quarantined change of the client's (given) tables; see the module doc."""
-    model = model or load_model(settings.model_path)
+    """Re-decode and apply every open quarantined change of the client's (given) tables; see the module doc.
+
+    Under the client's apply lock: the quarantine table is rewritten, so a concurrent apply's append would be lost.
+    """
+    with apply_lock(settings.home, client):
+        return _retry(settings, client, model or load_model(settings.model_path), tables, database, source_schema)
+
+
+def _retry(settings: Settings, client: str, model: StandardModel, tables: list[str] | None, database: str | None,
+           source_schema: SourceSchema | None) -> list[RetryResult]:
     source = source_schema or InformationSchemaSource(settings, database or client)
     state = ClientState(settings, client)
     results = []
@@ -113,9 +122,10 @@ def discard(settings: Settings, client: str, model: StandardModel | None = None,
     """Drop the failed changes (kept as `discarded`, with the time) and apply the changes held behind them."""
     model = model or load_model(settings.model_path)
     names = _tables(model, tables)
-    for name in names:
-        quarantine.set_status(settings, client, name, [quarantine.FAILED], quarantine.DISCARDED)
-    return retry(settings, client, model, names, database, source_schema)
+    with apply_lock(settings.home, client):
+        for name in names:
+            quarantine.set_status(settings, client, name, [quarantine.FAILED], quarantine.DISCARDED)
+        return _retry(settings, client, model, names, database, source_schema)
 
 
 def _tables(model: StandardModel, tables: list[str] | None) -> list[str]:
