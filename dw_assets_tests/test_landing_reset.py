@@ -96,7 +96,8 @@ def _landed_keys(settings: Settings) -> dict[str, dict[str, str] | None]:
     return {k: store.head(k) for k in store.list("topics/")}
 
 
-def test_memory_broker_restart_stops_landing_then_recover_makes_the_lake_exact(settings, broker):
+@pytest.mark.parametrize("by_itself", [False, True], ids=["recover-command", "automatic"])
+def test_memory_broker_restart_stops_landing_then_recovery_makes_the_lake_exact(settings, broker, by_itself):
     client = unique_client("rst")
     model = load_model()
     seed_clients(settings, [client], rows_per_client=200, seed=3)
@@ -116,17 +117,19 @@ def test_memory_broker_restart_stops_landing_then_recover_makes_the_lake_exact(s
     _capture_once(settings, client)
 
     before = _landed_keys(settings)
-    with pytest.raises(LandingReset) as err:
-        land_client(settings, client)
-    message = str(err.value)
-    assert f"dw landing recover --client {client}" in message and f".{client}." in message
-    assert _landed_keys(settings) == before  # nothing adopted, nothing overwritten
-
-    report = recover_client(settings, client)
-    assert report.replay_from and not report.resnapshot
-    assert sorted(report.archived) == sorted(before)
+    if by_itself:
+        land_client(settings, client)  # sees the re-created topics, recovers, lands the new incarnation
+    else:
+        with pytest.raises(LandingReset) as err:
+            land_client(settings, client, auto_recover=False)
+        message = str(err.value)
+        assert f"dw landing recover --client {client}" in message and f".{client}." in message
+        assert _landed_keys(settings) == before  # nothing adopted, nothing overwritten
+        report = recover_client(settings, client)
+        assert report.replay_from and not report.resnapshot
+        assert sorted(report.archived) == sorted(before)
     archived = open_store(settings).list("archive/")
-    assert len(archived) == len(before)  # moved, not deleted
+    assert sorted(k.split("/", 2)[2] for k in archived) == sorted(before)  # moved, not deleted
 
     _capture_once(settings, client)  # re-emits the client's lost changes from the binlog
     land = land_client(settings, client)
