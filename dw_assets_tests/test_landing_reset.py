@@ -269,3 +269,34 @@ def test_capture_rides_out_a_memory_broker_restart_without_auto_created_partitio
     assert set(mine.values()) == {settings.kafka.partitions}  # created by capture, never auto-created (4)
     cp = service.store.load()
     assert (int(cp.file.rsplit(".", 1)[1]), cp.pos) >= (int(target[0].rsplit(".", 1)[1]), target[1])
+
+
+def test_committed_offset_above_the_log_end_stops_landing_shows_in_lag_and_recover_resets_it(settings):
+    from confluent_kafka import Consumer, TopicPartition
+
+    from dw_assets.contracts import landing_group
+
+    db = unique_client("hi")
+    topics = produce_changes(settings, db, ["orders"], 60)
+    land_client(settings, db)
+    topic = next(iter(topics))
+    end = {p.partition: p.end_offset for p in measure_lag(settings, [db])[db].partitions}
+    # What a broker that lost its tail leaves behind: the group committed past what the log now holds.
+    c = Consumer({**settings.kafka.client_config(), "group.id": landing_group(db), "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, 0, end[0] + 50)], asynchronous=False)
+    c.close()
+
+    with pytest.raises(LandingReset, match=rf"{re.escape(topic)}\[0\]: committed offset {end[0] + 50} above the "
+                                           rf"log end {end[0]}.*dw landing recover --client {db}"):
+        land_client(settings, db)
+    assert measure_lag(settings, [db])[db].reset
+
+    report = recover_client(settings, db)
+    assert report.offsets == {f"{topic}:0": end[0]} and not report.archived
+    assert not measure_lag(settings, [db])[db].reset
+    more = produce_changes(settings, db, ["orders"], 30, start_id=5_000)
+    land_client(settings, db)
+    landed = _landed_offsets(settings)
+    assert max(landed.values()) == 1
+    lag = measure_lag(settings, [db])[db]
+    assert lag.lag == 0 and sum(p.end_offset for p in lag.partitions) == sum(topics.values()) + sum(more.values())
