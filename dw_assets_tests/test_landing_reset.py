@@ -96,6 +96,7 @@ def _landed_keys(settings: Settings) -> dict[str, dict[str, str] | None]:
     return {k: store.head(k) for k in store.list("topics/")}
 
 
+@pytest.mark.slow  # ~50 s each: seed, snapshot, three capture passes, two applies, a broker restart
 @pytest.mark.parametrize("by_itself", [False, True], ids=["recover-command", "automatic"])
 def test_memory_broker_restart_stops_landing_then_recovery_makes_the_lake_exact(settings, broker, by_itself):
     client = unique_client("rst")
@@ -189,6 +190,7 @@ def _landed_offsets(settings: Settings) -> Counter:
     return seen
 
 
+@pytest.mark.slow  # the broker stays down for 10 s on purpose
 def test_broker_down_and_restarted_on_s3_storage_landing_and_lag_resume_by_themselves(stack_settings, s3_broker,
                                                                                         tmp_path):
     settings = replace(stack_settings, home=tmp_path / "home", landing_url=str(tmp_path / "landing"),
@@ -238,6 +240,7 @@ def test_broker_down_and_restarted_on_s3_storage_landing_and_lag_resume_by_thems
     assert sum(p.end_offset for p in lag.partitions) == total
 
 
+@pytest.mark.slow
 def test_capture_rides_out_a_memory_broker_restart_without_auto_created_partitions(settings, broker):
     client = unique_client("cap")
     seed_clients(settings, [client], rows_per_client=30, seed=8)
