@@ -96,7 +96,9 @@ def _landed_keys(settings: Settings) -> dict[str, dict[str, str] | None]:
     return {k: store.head(k) for k in store.list("topics/")}
 
 
-def test_memory_broker_restart_stops_landing_then_recover_makes_the_lake_exact(settings, broker):
+@pytest.mark.slow  # ~50 s each: seed, snapshot, three capture passes, two applies, a broker restart
+@pytest.mark.parametrize("by_itself", [False, True], ids=["recover-command", "automatic"])
+def test_memory_broker_restart_stops_landing_then_recovery_makes_the_lake_exact(settings, broker, by_itself):
     client = unique_client("rst")
     model = load_model()
     seed_clients(settings, [client], rows_per_client=200, seed=3)
@@ -116,17 +118,19 @@ def test_memory_broker_restart_stops_landing_then_recover_makes_the_lake_exact(s
     _capture_once(settings, client)
 
     before = _landed_keys(settings)
-    with pytest.raises(LandingReset) as err:
-        land_client(settings, client)
-    message = str(err.value)
-    assert f"dw landing recover --client {client}" in message and f".{client}." in message
-    assert _landed_keys(settings) == before  # nothing adopted, nothing overwritten
-
-    report = recover_client(settings, client)
-    assert report.replay_from and not report.resnapshot
-    assert sorted(report.archived) == sorted(before)
+    if by_itself:
+        land_client(settings, client)  # sees the re-created topics, recovers, lands the new incarnation
+    else:
+        with pytest.raises(LandingReset) as err:
+            land_client(settings, client, auto_recover=False)
+        message = str(err.value)
+        assert f"dw landing recover --client {client}" in message and f".{client}." in message
+        assert _landed_keys(settings) == before  # nothing adopted, nothing overwritten
+        report = recover_client(settings, client)
+        assert report.replay_from and not report.resnapshot
+        assert sorted(report.archived) == sorted(before)
     archived = open_store(settings).list("archive/")
-    assert len(archived) == len(before)  # moved, not deleted
+    assert sorted(k.split("/", 2)[2] for k in archived) == sorted(before)  # moved, not deleted
 
     _capture_once(settings, client)  # re-emits the client's lost changes from the binlog
     land = land_client(settings, client)
@@ -186,6 +190,7 @@ def _landed_offsets(settings: Settings) -> Counter:
     return seen
 
 
+@pytest.mark.slow  # the broker stays down for 10 s on purpose
 def test_broker_down_and_restarted_on_s3_storage_landing_and_lag_resume_by_themselves(stack_settings, s3_broker,
                                                                                         tmp_path):
     settings = replace(stack_settings, home=tmp_path / "home", landing_url=str(tmp_path / "landing"),
@@ -235,6 +240,7 @@ def test_broker_down_and_restarted_on_s3_storage_landing_and_lag_resume_by_thems
     assert sum(p.end_offset for p in lag.partitions) == total
 
 
+@pytest.mark.slow
 def test_capture_rides_out_a_memory_broker_restart_without_auto_created_partitions(settings, broker):
     client = unique_client("cap")
     seed_clients(settings, [client], rows_per_client=30, seed=8)
@@ -266,3 +272,34 @@ def test_capture_rides_out_a_memory_broker_restart_without_auto_created_partitio
     assert set(mine.values()) == {settings.kafka.partitions}  # created by capture, never auto-created (4)
     cp = service.store.load()
     assert (int(cp.file.rsplit(".", 1)[1]), cp.pos) >= (int(target[0].rsplit(".", 1)[1]), target[1])
+
+
+def test_committed_offset_above_the_log_end_stops_landing_shows_in_lag_and_recover_resets_it(settings):
+    from confluent_kafka import Consumer, TopicPartition
+
+    from dw_assets.contracts import landing_group
+
+    db = unique_client("hi")
+    topics = produce_changes(settings, db, ["orders"], 60)
+    land_client(settings, db)
+    topic = next(iter(topics))
+    end = {p.partition: p.end_offset for p in measure_lag(settings, [db])[db].partitions}
+    # What a broker that lost its tail leaves behind: the group committed past what the log now holds.
+    c = Consumer({**settings.kafka.client_config(), "group.id": landing_group(db), "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, 0, end[0] + 50)], asynchronous=False)
+    c.close()
+
+    with pytest.raises(LandingReset, match=rf"{re.escape(topic)}\[0\]: committed offset {end[0] + 50} above the "
+                                           rf"log end {end[0]}.*dw landing recover --client {db}"):
+        land_client(settings, db)
+    assert measure_lag(settings, [db])[db].reset
+
+    report = recover_client(settings, db)
+    assert report.offsets == {f"{topic}:0": end[0]} and not report.archived
+    assert not measure_lag(settings, [db])[db].reset
+    more = produce_changes(settings, db, ["orders"], 30, start_id=5_000)
+    land_client(settings, db)
+    landed = _landed_offsets(settings)
+    assert max(landed.values()) == 1
+    lag = measure_lag(settings, [db])[db]
+    assert lag.lag == 0 and sum(p.end_offset for p in lag.partitions) == sum(topics.values()) + sum(more.values())

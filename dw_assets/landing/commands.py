@@ -114,6 +114,10 @@ def cmd_lag(args: argparse.Namespace, settings: Settings) -> int:
         if not lag.partitions:
             table.add_row(c, "(no topics)", "", "", "", "0", "")
     console.print(table)
+    for c, lag in sorted(lags.items()):
+        if lag.reset:
+            console.print(f"[bold red]{c}[/]: a committed offset is above its log end: the broker lost events "
+                          f"this client had landed from; run `dw landing recover --client {c}`")
     return 0
 
 

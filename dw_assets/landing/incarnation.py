@@ -25,8 +25,10 @@ NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # the all-zero UUID: a broker without to
 class LandingReset(RuntimeError):
     """The broker no longer holds the log this client's landing files and offsets came from."""
 
-    def __init__(self, client: str, problems: list[str]):
-        self.client, self.problems = client, problems
+    def __init__(self, client: str, problems: list[str], recreated: bool = False):
+        # recreated: the proof is a changed topic id, so the old log is certainly gone and recovery is safe to
+        # run without an operator (it archives, never deletes, and a replay only re-sends changes).
+        self.client, self.problems, self.recreated = client, problems, recreated
         super().__init__(
             f"landing of client {client!r} stopped: the broker lost or re-created topics it had landed from "
             f"({'; '.join(problems)}). Events may be missing between the broker and landing. Recover with "

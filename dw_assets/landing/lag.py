@@ -31,6 +31,8 @@ class PartitionLag:
     lag: int
     oldest_unlanded_ms: int | None  # Kafka timestamp of the first event not landed
     oldest_unlanded_age_s: float | None
+    # The committed offset is above the log end: the broker lost events landing had seen (see `dw landing recover`)
+    reset: bool = False
 
 
 @dataclass
@@ -44,12 +46,16 @@ class ClientLag:
         return sum(p.lag for p in self.partitions)
 
     @property
+    def reset(self) -> bool:
+        return any(p.reset for p in self.partitions)
+
+    @property
     def oldest_unlanded_age_s(self) -> float | None:
         ages = [p.oldest_unlanded_age_s for p in self.partitions if p.oldest_unlanded_age_s is not None]
         return max(ages) if ages else None
 
     def as_dict(self) -> dict:
-        return {"client": self.client, "database": self.database, "lag": self.lag,
+        return {"client": self.client, "database": self.database, "lag": self.lag, "reset": self.reset,
                 "oldest_unlanded_age_s": self.oldest_unlanded_age_s,
                 "partitions": [asdict(p) for p in self.partitions]}
 
@@ -102,6 +108,7 @@ def measure_lag(settings: Settings, clients: Mapping[str, str] | Iterable[str], 
             lag = max(pr.high - max(position, pr.low), 0)
             ts = pr.first_timestamp_ms if lag else None
             age = max((now_ms - ts) / 1000.0, 0.0) if ts is not None else None
-            cl.partitions.append(PartitionLag(tp[0], tp[1], pr.high, off, lag, ts, age))
+            cl.partitions.append(PartitionLag(tp[0], tp[1], pr.high, off, lag, ts, age,
+                                              reset=off is not None and off > pr.high))
         out[c] = cl
     return out

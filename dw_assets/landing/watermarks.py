@@ -61,7 +61,8 @@ def probe_partitions(settings: Settings, starts: Mapping[TP, int | None], *,
 
     Returns the fetch-response watermarks and, where the start was below the end, the first message's offset and
     timestamp (the oldest event not yet processed). Partitions without an answer are asked again with a longer
-    fetch wait; WatermarkTimeout after `timeout` seconds in all.
+    fetch wait; WatermarkTimeout after `timeout` seconds in all. A start above the log end gives that end (and
+    no first message): callers compare.
     """
     # Explicit offsets only: a logical one (beginning/end) costs a ListOffsets round that librdkafka, without
     # metadata yet, retries only after a 500 ms backoff. Offset 0 below the log start is reset to the earliest.
@@ -76,6 +77,15 @@ def probe_partitions(settings: Settings, starts: Mapping[TP, int | None], *,
         budget = left if last else min(left, FIRST_ATTEMPT_S * (i + 1))
         out.update(_probe_once(settings, plan, wait_ms, budget))
         plan = {tp: off for tp, off in plan.items() if tp not in out}
+        if plan:
+            # Tansu does not answer a fetch above the log end at all (no error, no EOF): ask those partitions
+            # from the beginning; a start above the end they report is out of range (a broker that lost its tail).
+            left = deadline - time.monotonic()
+            lows = _probe_once(settings, {tp: 0 for tp in plan}, wait_ms, min(left, FIRST_ATTEMPT_S * (i + 1)))
+            for tp, pr in lows.items():
+                if pr.high < plan[tp]:
+                    out[tp] = PartitionProbe(low=pr.low, high=pr.high)
+            plan = {tp: off for tp, off in plan.items() if tp not in out}
     if plan:
         sample = sorted(plan)[:5]
         raise WatermarkTimeout(f"no fetch response within {timeout}s for {len(plan)} partitions, e.g. {sample}")

@@ -209,7 +209,7 @@ class LandingWriter:
                                    f"landing {self.client}: describing topics")
         problems = self._seen.problems(topics, self._topic_ids)
         if problems:
-            raise LandingReset(self.client, problems)
+            raise LandingReset(self.client, problems, recreated=all("topic id" in p for p in problems))
         if self._seen.remember(topics, self._topic_ids):
             seen = self._seen
             ride_out(lambda: seen.save(self.store), f"landing {self.client}: saving its topic record")
@@ -393,7 +393,7 @@ class LandingWriter:
             return False
         problem = self._incarnation_mismatch(st.tp[0], key, meta, first)
         if problem:
-            raise LandingReset(self.client, [problem])
+            raise LandingReset(self.client, [problem], recreated="topic id" in problem)
         log.info("landing %s: adopting %s (offsets %d..%d, uploaded before a crash)", self.client, key,
                  first_offset, end)
         st.skip_through = end
@@ -471,8 +471,24 @@ class LandingWriter:
 def land_client(settings: Settings, client: str, *, database: str | None = None, bounded: bool = True,
                 policy: FlushPolicy | None = None, hooks: LandingHooks | None = None,
                 stop: threading.Event | None = None, max_seconds: float | None = None,
-                cluster_topics: Mapping[str, int] | None = None) -> LandingReport:
-    """Land one client's CDC topics (see LandingWriter.run)."""
-    return LandingWriter(settings, client, database=database, policy=policy, hooks=hooks,
-                         cluster_topics=cluster_topics).run(
-        bounded=bounded, stop=stop, max_seconds=max_seconds)
+                cluster_topics: Mapping[str, int] | None = None, auto_recover: bool = True) -> LandingReport:
+    """Land one client's CDC topics (see LandingWriter.run).
+
+    `auto_recover`: when the broker re-created the client's topics (a changed topic id: the old log is certainly
+    gone), run the recovery (`dw landing recover`) and land again, instead of stopping. Other resets stop.
+    """
+    def attempt(topics: Mapping[str, int] | None) -> LandingReport:
+        return LandingWriter(settings, client, database=database, policy=policy, hooks=hooks,
+                             cluster_topics=topics).run(bounded=bounded, stop=stop, max_seconds=max_seconds)
+
+    try:
+        return attempt(cluster_topics)
+    except LandingReset as e:
+        if not (auto_recover and e.recreated):
+            raise
+        from .recovery import recover_client
+
+        log.error("%s -- recovering automatically", e)
+        report = recover_client(settings, client, database=database)
+        log.warning("landing %s recovered: %s", client, report.as_dict())
+        return attempt(None)
