@@ -162,9 +162,11 @@ def recover_client(settings: Settings, client: str, *, database: str | None = No
 def _rename_in_lake(settings: Settings, client: str, moved: dict[str, str]) -> int:
     if not moved or not settings.lake_url:
         return 0
+    from ..lakehouse.apply_lock import apply_lock
     from ..lakehouse.client_state import rename_landing_files
 
-    return rename_landing_files(settings, client, moved)
+    with apply_lock(settings.home, client):  # an apply pass reading the manifest meanwhile would miss the rename
+        return rename_landing_files(settings, client, moved)
 
 
 def _commit(settings: Settings, client: str, offsets: dict[TP, int]) -> None:
