@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -29,7 +30,7 @@ from dw_assets.model import StandardModel, load_model
 from dw_assets.settings import STATE_FILE, Settings, load_settings
 from dw_assets.stack import Stack
 from dw_assets.stack.broker import TansuBroker
-from dw_assets.stack.process import pid_alive, wait_until
+from dw_assets.stack.process import ServiceError, pid_alive, port_in_use, wait_until
 from dw_assets.stack.s3 import ensure_bucket
 from dw_assets.stack.stack import BROKER_BUCKET
 
@@ -121,7 +122,7 @@ class StackControl:
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not pid_alive(pid), 10)
-        self._set_pid(service, broker.start())
+        self._set_pid(service, _start_retrying(broker.start))
         return time.monotonic() - t0
 
     def restart_mariadb(self) -> float:
@@ -129,8 +130,32 @@ class StackControl:
         db = self.stack._mariadb(self.stack.read_state())
         t0 = time.monotonic()
         db.stop(self.pid("mariadb"))
-        self._set_pid("mariadb", db.start())
+        self._set_pid("mariadb", _start_retrying(db.start))
         return time.monotonic() - t0
+
+
+def _start_retrying(start: Callable[[], int], timeout: float = 30.0) -> int:
+    """`start()` again while it finds the port in use (what `dw stack up` says then), for up to `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return start()
+        except ServiceError as e:
+            if "already in use" not in str(e) or time.monotonic() >= deadline:
+                raise
+            log.warning("%s; retrying", e)
+            time.sleep(1.0)
+
+
+def stack_port(low: int = 20_000, high: int = 32_000) -> int:
+    """A free port below Linux's ephemeral range (32768-60999): no client's source port can take it while its
+    server is down (a port from `find_free_port` can, and then a restart on the same port is refused)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(low, high)
+        if not port_in_use(port):
+            return port
+    raise RuntimeError(f"no free port between {low} and {high}")
 
 
 # ---- the workload -------------------------------------------------------------------------------------------
@@ -187,7 +212,7 @@ class Exit:
     role: str
     pid: int
     returncode: int | None
-    by: str  # "fault" (our SIGKILL), "stop" (our SIGTERM at the end) or "itself"
+    by: str  # "fault" (our SIGKILL), "recovery" or "stop" (our SIGTERM, SIGKILL after a grace) or "itself"
     last_lines: str = ""
     cpu_s: float = 0.0
 
@@ -267,21 +292,31 @@ class Pipeline:
         self.exits.append(e)
         return e
 
-    def stop_all(self) -> None:
-        """SIGTERM every live process (each stops cleanly on it), SIGKILL by PID after a grace period."""
+    def stop_all(self, grace: float = 15.0, by: str = "stop") -> list[Exit]:
+        """SIGTERM every live process (each stops cleanly on it), SIGKILL by PID after `grace` seconds."""
         live = {role: c for role, c in self.procs.items() if c.result is None and c.poll() is None}
         for c in live.values():
             os.kill(c.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + grace
+        ended = []
         for role, c in live.items():
             while c.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
             if c.poll() is None:
                 os.kill(c.pid, signal.SIGKILL)
-            self._ended(role, "stop")
+            ended.append(self._ended(role, by))
         for role, c in self.procs.items():  # ended on their own after the last check
             if c.result is not None and not any(e.pid == c.pid for e in self.exits):
                 self._ended(role, "itself")
+        return ended
+
+    def restart_all(self, grace: float = 5.0) -> list[Exit]:
+        """Every process stopped (SIGKILL after `grace` s: a hung one ignores SIGTERM) and started again."""
+        self.died()
+        ended = self.stop_all(grace, by="recovery")
+        for role in self.roles:
+            self.start(role)
+        return ended
 
     def compare(self) -> dict[str, list[TableEquality]]:
         return {c: compare_silver_with_source(self.settings, c, m) for c, m in self.models.items()}
