@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -264,6 +265,17 @@ class Pipeline:
         child = Child(self.command(role), env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=REPO_ROOT, log=log_file)
         self.procs[role] = child
         return child
+
+    def run(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        """A one-off command of the product on this scenario's state directory, for a recovery step, e.g.
+        `run("landing", "lag", "--client", c)` (fault_processes: landing and lake commands) or
+        `run("cdc", "resnapshot", c)` (python -m dw_assets.cdc); its output goes to the scenario's logs."""
+        module = "dw_assets.cdc" if args and args[0] == "cdc" else "dw_assets_tests.fault_processes"
+        cmd = [sys.executable, "-m", module, "--home", str(self.home), *args]
+        done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+        with open(self.logs / "recovery.log", "a") as f:
+            f.write(f"$ {' '.join(args)}  -> exit {done.returncode}\n{done.stdout}{done.stderr}\n")
+        return done
 
     def kill(self, role: str) -> Exit:
         """SIGKILL of the role's process (by PID); returns how it ended."""
