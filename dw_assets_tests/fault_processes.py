@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+from dataclasses import replace
 
 log = logging.getLogger("dw_assets_tests.fault_processes")
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m dw_assets_tests.fault_processes")
     parser.add_argument("--home", required=True)
+    parser.add_argument("--model", help="the model file of the client(s) a one-off command is for")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     if "landing" in argv:
@@ -61,11 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         from dw_assets.lakehouse import commands as lake_commands
 
         lake_commands.register(sub)
+    if "reconcile" in argv:
+        from dw_assets.checks import commands as check_commands
+
+        check_commands.register(sub)
     loop = sub.add_parser("apply-loop", help="apply clients continuously")
     loop.add_argument("specs", nargs="+", metavar="CLIENT=MODEL_FILE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(env={}, home=args.home)
+    if args.model:
+        settings = replace(settings, model_path=args.model)
     if args.command == "apply-loop":
         return apply_loop(settings, args.specs)
     try:
