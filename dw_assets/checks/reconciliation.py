@@ -68,6 +68,9 @@ class TableReconciliation:
     extra_in_silver: int = 0
     content_differs: int = 0
     resolved_in_flight: int = 0  # suspects that caught up during the retries
+    # Suspects left unconfirmed because silver never reached the source read of the last round (a lagging
+    # pipeline is the freshness check's finding, not a divergence): checked again on the next run.
+    unconfirmed_behind: int = 0
     sample_keys: list[str] = field(default_factory=list)
     note: str = ""
     differing_keys: list[str] = field(default_factory=list, repr=False)  # every confirmed key (canonical text)
@@ -82,6 +85,8 @@ class TableReconciliation:
         if not self.passed:
             s += (f"; {self.missing_in_silver} missing in silver, {self.extra_in_silver} extra in silver, "
                   f"{self.content_differs} with different content (keys {', '.join(self.sample_keys)})")
+        elif self.unconfirmed_behind:
+            s += f"; {self.unconfirmed_behind} key(s) unconfirmed: silver behind the source (see silver_fresh)"
         return s
 
 
@@ -213,16 +218,23 @@ def _mismatched(src: TableDigest, sil: TableDigest | None) -> set[str]:
     return {k for k in keys if src.by_key.get(k) != sil.by_key.get(k)}
 
 
+# With a watermark, a round waits up to this long for silver to pass the source read before it judges.
+LAG_WAIT_SECONDS = 30.0
+
+
 def _wait_for_silver(watermark: Callable[[], int | None] | None, target_ms: int, settle_seconds: float,
-                     sleep: Callable[[float], None]) -> None:
-    """Sleep `settle_seconds`, or less once silver's applied ts_ms passes `target_ms`."""
-    deadline = time.monotonic() + settle_seconds
+                     sleep: Callable[[float], None]) -> bool:
+    """Wait until silver's applied ts_ms passes `target_ms` (at most LAG_WAIT_SECONDS) or, without a watermark,
+    `settle_seconds`. True when silver is known to have caught up (or nothing can tell)."""
+    wait = settle_seconds if watermark is None else max(settle_seconds, LAG_WAIT_SECONDS)
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if watermark is not None:
             w = watermark()
             if w is not None and w >= target_ms:
-                return
+                return True
         sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+    return watermark is None
 
 
 def reconcile(settings: Settings, client: str | ClientDatabases, model: StandardModel | None = None, *,
@@ -243,9 +255,9 @@ def reconcile(settings: Settings, client: str | ClientDatabases, model: Standard
     sil = silver_digests(settings, dbs.client, plans)
     first_suspects = {p.table: _mismatched(src[p.table], sil[p.table]) for p in plans}
     suspects = dict(first_suspects)
-    done = 1
+    done, caught_up = 1, watermark is None
     while done < rounds and any(suspects.values()):
-        _wait_for_silver(watermark, pos.read_at_ms + 1000, settle_seconds, sleep)
+        caught_up = _wait_for_silver(watermark, pos.read_at_ms + 1000, settle_seconds, sleep)
         again = [p for p in plans if suspects[p.table]]
         src2, pos = source_digests(settings, dbs.production_db, again)
         sil2 = silver_digests(settings, dbs.client, again)
@@ -260,7 +272,9 @@ def reconcile(settings: Settings, client: str | ClientDatabases, model: Standard
 
     for p in plans:
         s, l = src[p.table], sil[p.table]
-        confirmed = sorted(suspects[p.table])
+        # Only a round whose silver had caught up with its source read can confirm (rounds=1 trusts one read).
+        behind = done > 1 and not caught_up and l is not None
+        confirmed = [] if behind else sorted(suspects[p.table])
         l_map = l.by_key if l is not None else {}
         r = TableReconciliation(
             table=p.table, source_rows=s.rows, silver_rows=l.rows if l is not None else None,
@@ -270,7 +284,8 @@ def reconcile(settings: Settings, client: str | ClientDatabases, model: Standard
             missing_in_silver=sum(1 for k in confirmed if k in s.by_key and k not in l_map),
             extra_in_silver=sum(1 for k in confirmed if k not in s.by_key and k in l_map),
             content_differs=sum(1 for k in confirmed if k in s.by_key and k in l_map),
-            resolved_in_flight=len(first_suspects[p.table]) - len(confirmed),
+            resolved_in_flight=len(first_suspects[p.table]) - len(suspects[p.table]),
+            unconfirmed_behind=len(suspects[p.table]) if behind else 0,
             sample_keys=[k.replace(SEP, ",") for k in confirmed[:SAMPLE_KEYS]],
             note="no silver table" if l is None else "",
             differing_keys=confirmed,

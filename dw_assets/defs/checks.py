@@ -140,6 +140,7 @@ def _silver_check_defs(table: str) -> list[dg.AssetChecksDefinition]:
                       "extra_in_silver": t.extra_in_silver if t else 0,
                       "content_differs": t.content_differs if t else 0,
                       "resolved_in_flight": t.resolved_in_flight if t else 0,
+                      "unconfirmed_behind": t.unconfirmed_behind if t else 0,
                       "tables": dg.MetadataValue.md(res.markdown())},
         )
 
