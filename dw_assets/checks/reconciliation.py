@@ -218,23 +218,37 @@ def _mismatched(src: TableDigest, sil: TableDigest | None) -> set[str]:
     return {k for k in keys if src.by_key.get(k) != sil.by_key.get(k)}
 
 
-# With a watermark, a round waits up to this long for silver to pass the source read before it judges.
-LAG_WAIT_SECONDS = 30.0
+# With a watermark, a round waits up to LAG_WAIT_SECONDS for silver to pass the source read before it judges;
+# silver that did not move for STILL_SECONDS (longer than a busy apply pass) has nothing in flight.
+LAG_WAIT_SECONDS, STILL_SECONDS = 30.0, 12.0
 
 
 def _wait_for_silver(watermark: Callable[[], int | None] | None, target_ms: int, settle_seconds: float,
                      sleep: Callable[[float], None]) -> bool:
-    """Wait until silver's applied ts_ms passes `target_ms` (at most LAG_WAIT_SECONDS) or, without a watermark,
-    `settle_seconds`. True when silver is known to have caught up (or nothing can tell)."""
-    wait = settle_seconds if watermark is None else max(settle_seconds, LAG_WAIT_SECONDS)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if watermark is not None:
-            w = watermark()
-            if w is not None and w >= target_ms:
-                return True
-        sleep(min(0.25, max(0.0, deadline - time.monotonic())))
-    return watermark is None
+    """Wait for silver's applied ts_ms to pass `target_ms`; False if silver is still catching up.
+
+    Without a watermark: `settle_seconds`, then judge. With one: judge as soon as silver passes the target, or
+    once silver stood still for STILL_SECONDS (an idle pipeline: a difference is real); while silver keeps
+    advancing towards the target, wait up to LAG_WAIT_SECONDS, then report it behind.
+    """
+    start = time.monotonic()
+    if watermark is None:
+        while time.monotonic() - start < settle_seconds:
+            sleep(min(0.25, max(0.0, settle_seconds - (time.monotonic() - start))))
+        return True
+    last, moved_at = watermark(), start
+    while True:
+        w = watermark()
+        now = time.monotonic()
+        if w is not None and w >= target_ms:
+            return True
+        if w != last:
+            last, moved_at = w, now
+        if now - start >= settle_seconds and now - moved_at >= STILL_SECONDS:
+            return True
+        if now - start >= max(settle_seconds, LAG_WAIT_SECONDS):
+            return False
+        sleep(0.25)
 
 
 def reconcile(settings: Settings, client: str | ClientDatabases, model: StandardModel | None = None, *,
