@@ -60,10 +60,6 @@ def summarize(settings: Settings, client: str, tables: list[str]) -> list[Quaran
     return out
 
 
-def open_count(settings: Settings, client: str, table: str) -> int:
-    return quarantine.open_rows(settings, client, table).num_rows
-
-
 @dataclass
 class RetryResult:
     table: str
