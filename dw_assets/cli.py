@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -35,6 +37,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("dw_assets.bench.commands", "benchmarks: each stage against its reference, median of several runs"),
 }
 COMMAND_MODULES = list(dict.fromkeys(module for module, _ in COMMANDS.values()))
+_VALUE_OPTIONS = ("--home", "--model")  # global options that take a value
+
+# Failures a user can fix from the message alone: one line, no traceback. Named, not imported, so that
+# handling them costs no stage import.
+EXPECTED_ERRORS = frozenset({
+    "dw_assets.model.model.ModelError",
+    "dw_assets.reports.catalog.ReportDefinitionError",
+    "dw_assets.workload.generator.GeneratorError",
+    "dw_assets.onboarding.registry.RegistryError",
+    "dw_assets.onboarding.validation.OnboardingRefused",
+})
 
 err_console = Console(stderr=True)
 
@@ -51,7 +64,7 @@ def _requested_command(argv: list[str]) -> str | None:
     """The top-level command in `argv` (the first word that is not a global option or its value)."""
     it = iter(argv)
     for word in it:
-        if word == "--home":
+        if word in _VALUE_OPTIONS:
             next(it, None)
         elif not word.startswith("-"):
             return word if word in COMMANDS else None
@@ -69,6 +82,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                "lake -> reports), orchestrated by Dagster")
     parser.add_argument("--home", help="state directory of the local stack (default: $DW_HOME or ./.dw)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--model", help=MODEL_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     wanted = None if argv is None else _requested_command(argv)
@@ -81,7 +95,27 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for command, (_, help_text) in COMMANDS.items():
         if command not in registered:
             sub.add_parser(command, help=help_text)
+    for command_parser in sub.choices.values():
+        _add_model_option(command_parser)
     return parser
+
+
+MODEL_HELP = "model file (default: $DW_MODEL_PATH, else the shipped standard model)"
+
+
+def _add_model_option(parser: argparse.ArgumentParser) -> None:
+    """`--model` after any (sub)command too, as `dw lake init --client a --model m.yaml`; SUPPRESS keeps a value
+    given before the command."""
+    children = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in children:
+        for child in action.choices.values():
+            _add_model_option(child)
+    if not children and "--model" not in parser._option_string_actions:
+        parser.add_argument("--model", default=argparse.SUPPRESS, help=MODEL_HELP)
+
+
+def _is_expected(error: BaseException) -> bool:
+    return any(f"{k.__module__}.{k.__qualname__}" in EXPECTED_ERRORS for k in type(error).__mro__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,18 +130,31 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = load_settings(home=args.home)
+        if args.model:  # the one override of DW_MODEL_PATH; every stage reads the model from the settings
+            settings = settings.with_overrides(model_path=str(Path(args.model).resolve()))
+            # Processes the command starts (capture, Dagster, ingest) follow the same model.
+            os.environ["DW_MODEL_PATH"] = settings.model_path
         rc = args.func(args, settings)
         return int(rc or 0)
     except (CommandError, InvalidIdentifier, SettingsError) as e:
         err_console.print(f"[bold red]error:[/] {escape(str(e))}")
         return getattr(e, "code", 2)
+    except Exception as e:
+        if not _is_expected(e):
+            return _unexpected(args.verbose)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
-    except Exception:  # a bug or an outage: keep the traceback, it is what a report needs
-        traceback.print_exc()
-        err_console.print("[bold red]unexpected error[/] (traceback above); `dw -v ...` logs more")
-        return 1
+
+
+def _unexpected(verbose: bool) -> int:
+    """A bug or an outage: keep the traceback, it is what a report needs."""
+    traceback.print_exc()
+    hint = "" if verbose else "; `dw -v ...` logs more"
+    err_console.print(f"[bold red]unexpected error[/] (traceback above){hint}")
+    return 1
 
 
 if __name__ == "__main__":

@@ -33,6 +33,10 @@ def dagster_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
     env = dict(os.environ)
     env["DAGSTER_HOME"] = str(Path(settings.dagster_home).resolve())
     env["DW_HOME"] = str(settings.home)
+    if settings.model_path:  # the code location builds its assets from the same model as the demo
+        env["DW_MODEL_PATH"] = settings.model_path
+    if settings.reports_sql_dir:
+        env["DW_REPORTS_SQL_DIR"] = settings.reports_sql_dir
     env.update(extra or {})
     return env
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 from rich.console import Console
 
-from dw_assets.model import StandardModel, load_model
+from dw_assets.model import StandardModel
 from dw_assets.settings import Settings, load_settings
 from dw_assets.stack import Stack, StackConfig
 from dw_assets.stack.process import ServiceError, pid_alive, spawn, stop_pid, tail
@@ -155,8 +155,9 @@ class DemoRunner:
         cfg = StackConfig.from_env(self.settings.home, mariadb_port=o.mariadb_port, kafka_port=o.kafka_port)
         Stack(cfg, progress=self.say).up()
         # Passwords and ports come from the state file `up` (re)wrote.
-        self.settings = load_settings(home=self.settings.home)
-        self.model = self.model or load_model(self.settings.model_path)
+        self.settings = load_settings(home=self.settings.home).with_overrides(
+            model_path=self.settings.model_path, reports_sql_dir=self.settings.reports_sql_dir)
+        self.model = self.model or self.settings.standard_model()
 
         # Read by the landing sensor through the settings at each tick; a value set in the environment wins.
         env_extra = {}
@@ -191,7 +192,7 @@ class DemoRunner:
         self.probe = FreshnessProbe(self.settings, self.clients, self.model, interval=o.marker_interval)
         self.say(f"workload: {o.rate:,.0f} row changes/s over {len(self.clients)} clients"
                  + (f" for {o.duration:g}s" if o.duration else " until stopped")
-                 + f"; freshness markers every {o.marker_interval:g}s per client")
+                 + f"; freshness markers every {o.marker_interval:g}s per client in {self.probe.target}")
         self.workload.start()
         self.probe.start()
 
@@ -347,8 +348,12 @@ class DemoRunner:
     def _build_reports(self, notes: list[str]) -> tuple[dict[str, list[str]], list[str], str | None]:
         """Rebuild every client's and the portfolio reports from the final silver. The gold/report assets refresh
         through their automation conditions at most every 10 minutes, so a short demo builds them itself."""
-        from dw_assets.reports.build import build_reports
+        from dw_assets.reports.build import build_reports, no_reports_reason
 
+        why = no_reports_reason(self.model)
+        if why:
+            notes.append(f"reports skipped: {why}")
+            return {}, [], None
         try:
             built = build_reports(self.settings, list(self.clients), model=self.model)
         except Exception as e:  # noqa: BLE001 - reports are part of the summary, not of the exit code

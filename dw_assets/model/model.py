@@ -145,6 +145,8 @@ class StandardModel:
     tables: tuple[Table, ...]  # dependency order: referenced tables before referencing ones
     source: str = ""
     description: str = ""
+    # `reports:` of the model file, resolved against the file's folder; None = the model has no reports.
+    reports_dir: Path | None = None
 
     def table(self, name: str) -> Table:
         for t in self.tables:
@@ -217,7 +219,7 @@ def parse_model(raw: Any, source: str = "<model>") -> StandardModel:
     """Validate a model already parsed from YAML/JSON (a dict) and build the StandardModel."""
     if not isinstance(raw, dict):
         raise ModelError("the model must be a mapping with `version` and `tables`", source)
-    unknown = set(raw) - {"version", "tables", "description"}
+    unknown = set(raw) - {"version", "tables", "description", "reports"}
     if unknown:
         raise ModelError(f"unknown top-level key(s) {sorted(unknown)}", source)
     version = raw.get("version")
@@ -238,7 +240,21 @@ def parse_model(raw: Any, source: str = "<model>") -> StandardModel:
     _check_references(tables, source)
     ordered = _check_workload(_dependency_order(tables, source), source)
     return StandardModel(version=str(version), tables=tuple(ordered), source=source,
-                         description=str(raw.get("description") or ""))
+                         description=str(raw.get("description") or ""), reports_dir=_reports_dir(raw, source))
+
+
+def _reports_dir(raw: Mapping[str, Any], source: str) -> Path | None:
+    """The model's report SQL folder (`reports: <folder>`, relative to the model file)."""
+    value = raw.get("reports")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ModelError(f"`reports` must be a folder of report .sql files, got {value!r}", source)
+    base = Path(source).parent if not source.startswith("<") else Path.cwd()
+    folder = (base / value).resolve()
+    if not folder.is_dir():
+        raise ModelError(f"`reports` folder {str(folder)!r} does not exist", source)
+    return folder
 
 
 def _ident(name: Any, what: str, source: str, table: str | None = None, column: str | None = None) -> str:

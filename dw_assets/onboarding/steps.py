@@ -57,6 +57,10 @@ class Step:
 
 
 def validate(ctx: OnboardingContext) -> Detail:
+    from dw_assets.reports.catalog import load_reports
+
+    # Report SQL that does not fit the model fails here (naming file and table), before anything is registered.
+    load_reports(ctx.model)
     report = validate_onboarding(ctx.settings, ctx.client, ctx.production_db, ctx.staging_db, ctx.model)
     ctx.validation = report
     warnings = [f"{where}: {d.kind} {d.table}{'.' + d.column if d.column else ''}" for where, d in report.warnings]
@@ -148,6 +152,11 @@ def reports(ctx: OnboardingContext) -> Detail:
         from dw_assets.reports.build import build_client_reports
     except ImportError as e:  # the reports stage is optional for onboarding: say so, do not fail
         return {"summary": f"skipped: reports stage not available ({e})", "skipped": True}
+    from dw_assets.reports.build import no_reports_reason
+
+    why = no_reports_reason(ctx.model)
+    if why:  # a model without reports: nothing to build, and onboarding goes on to activate
+        return {"summary": f"skipped: {why}", "skipped": True}
     results, pages = build_client_reports(ctx.settings, ctx.client, model=ctx.model)
     assets: dict[tuple[str, ...], dict[str, Any]] = {
         ("gold", r.name): {"dagster/row_count": r.table.num_rows, "gold_table": r.url, "source": ctx.run_by}

@@ -15,7 +15,7 @@ import pymysql
 
 from dw_assets import db
 from dw_assets.identifiers import quote_ident, quote_qualified, staging_db_for, validate_client_name
-from dw_assets.model import Column, StandardModel, Table, load_model
+from dw_assets.model import Column, StandardModel, Table
 from dw_assets.model.ddl import create_client_databases, database_exists
 from dw_assets.settings import Settings
 
@@ -261,7 +261,7 @@ def seed_clients(settings: Settings, clients: str | int | Sequence[str], rows_pe
     names = client_names(clients)
     if rows_per_client < 1:
         raise GeneratorError("rows_per_client must be >= 1")
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     results = []
     with db.connection(settings) as conn:
         if not replace:
