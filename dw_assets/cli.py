@@ -118,6 +118,18 @@ def _is_expected(error: BaseException) -> bool:
     return any(f"{k.__module__}.{k.__qualname__}" in EXPECTED_ERRORS for k in type(error).__mro__)
 
 
+# MariaDB client errors that mean "not reachable / not allowed", not a bug: can't connect (socket, TCP), denied.
+_UNREACHABLE_MARIADB = {2002, 2003, 1045}
+
+
+def _outage_line(error: BaseException) -> str | None:
+    """One line for an outage a user fixes outside the code (the stack is down), else None."""
+    names = {f"{k.__module__}.{k.__qualname__}" for k in type(error).__mro__}
+    if "pymysql.err.OperationalError" in names and error.args and error.args[0] in _UNREACHABLE_MARIADB:
+        return f"MariaDB not reachable: {error.args[-1]} (is the stack up? `dw stack up`, or check DW_MARIADB_URL)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
@@ -137,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args, settings)
         return int(rc or 0)
     except (CommandError, InvalidIdentifier, SettingsError) as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         return getattr(e, "code", 2)
     except Exception as e:
-        if not _is_expected(e):
+        line = str(e) if _is_expected(e) else _outage_line(e)
+        if line is None or args.verbose:
             return _unexpected(args.verbose)
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+        err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

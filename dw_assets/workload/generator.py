@@ -22,6 +22,8 @@ from dw_assets.settings import Settings
 from .values import DEFAULT_P_NULL, SEED_EPOCH, RowContext, ValueFn, value_fn
 
 INSERT_BATCH_ROWS = 1000  # rows per executemany call (pymysql folds them into multi-row INSERTs)
+# Tries for a primary key not yet taken: a key made of references (a junction table) is drawn, not counted.
+KEY_ATTEMPTS = 25
 
 
 class GeneratorError(ValueError):
@@ -122,8 +124,21 @@ class RowFactory:
         self.model, self.pools, self.now = model, pools, now
         self.plans = {t.name: TablePlan.of(t) for t in model.tables}
 
-    def new_row(self, rng: random.Random, table: Table, parent_key: Any = None) -> tuple:
-        """One new row (values in column order) of `table`; `parent_key` is required for child tables."""
+    def new_row(self, rng: random.Random, table: Table, parent_key: Any = None) -> tuple | None:
+        """One new row (values in column order) of `table` whose primary key no known row has; `parent_key` is
+        required for child tables. None when KEY_ATTEMPTS draws found no free key (the combinations of a
+        junction table's references are used up for this parent)."""
+        pool = self.pools[table.name]
+        for _ in range(KEY_ATTEMPTS):
+            row = self._draw_row(rng, table, parent_key)
+            key = tuple(row[k] for k in table.primary_key)
+            if key not in pool.pos:
+                plan = self.plans[table.name]
+                pool.add(key, parent_key, row[plan.line_col] if plan.line_col else None)
+                return tuple(row[c.name] for c in table.columns)
+        return None
+
+    def _draw_row(self, rng: random.Random, table: Table, parent_key: Any) -> dict[str, Any]:
         plan, pool = self.plans[table.name], self.pools[table.name]
         if plan.seq_col:
             serial = pool.next_seq
@@ -147,9 +162,7 @@ class RowFactory:
             else:
                 v = plan.value_fns[c.name](rng, ctx)
             ctx.row[c.name] = v
-        key = tuple(ctx.row[k] for k in table.primary_key)
-        pool.add(key, parent_key, line)
-        return tuple(ctx.row[c.name] for c in table.columns)
+        return ctx.row
 
     def _reference(self, rng: random.Random, table: Table, c: Column, parent_key: Any) -> Any:
         target = self.pools[c.references.table]
@@ -173,6 +186,8 @@ class RowFactory:
     def new_tree(self, rng: random.Random, table: Table, parent_key: Any, out: dict[str, list[tuple]]) -> None:
         """A new row of `table` plus its children (rows_per_parent of each child table), recursively."""
         row = self.new_row(rng, table, parent_key)
+        if row is None:
+            return
         out.setdefault(table.name, []).append(row)
         children = self.model.children(table.name)
         if not children:
@@ -215,7 +230,7 @@ def generate_client_rows(model: StandardModel, rows: int, rng: random.Random,
             lo, hi = t.workload.rows_per_parent
             parents = [k[0] for k in list(pools[t.parent].keys)]
             out = [factory.new_row(rng, t, p) for p in parents for _ in range(rng.randint(lo, hi))]
-        yield t, out
+        yield t, [r for r in out if r is not None]
 
 
 def insert_sql(database: str, table: Table) -> str:
@@ -262,7 +277,7 @@ def seed_clients(settings: Settings, clients: str | int | Sequence[str], rows_pe
     if rows_per_client < 1:
         raise GeneratorError("rows_per_client must be >= 1")
     model = model or settings.standard_model()
-    results = []
+    results: list[SeededClient] = []
     with db.connection(settings) as conn:
         if not replace:
             existing = [d for n in names for d in (n, staging_db_for(n)) if database_exists(conn, d)]
@@ -270,22 +285,56 @@ def seed_clients(settings: Settings, clients: str | int | Sequence[str], rows_pe
                 raise GeneratorError(f"database(s) already exist: {', '.join(existing)} (use --replace to recreate)")
         prepare_session(conn)
         for i, name in enumerate(names):
-            prod, staging = create_client_databases(conn, model, name, replace=replace)
-            rng = random.Random(client_seed(seed, i))
-            counts: dict[str, int] = {}
-            conn.autocommit(False)  # one transaction per table batch run: far faster than autocommit
-            with conn.cursor() as cur:
-                for table, rows in generate_client_rows(model, rows_per_client, rng):
-                    sql = insert_sql(prod, table)
-                    for start in range(0, len(rows), INSERT_BATCH_ROWS):
-                        batch = rows[start:start + INSERT_BATCH_ROWS]
-                        cur.executemany(sql, batch)
-                        if progress:
-                            progress(name, table.name, len(batch))
-                    counts[table.name] = len(rows)
-                    conn.commit()
-            conn.autocommit(True)
-            register_client(settings, name, prod, staging, status="seeded", model_version=model.version,
-                            changed_by="dw seed", replace=replace)
-            results.append(SeededClient(name, prod, staging, counts))
+            try:
+                results.append(_seed_one(settings, conn, model, name, client_seed(seed, i), rows_per_client,
+                                         replace, progress))
+            except Exception as e:
+                done = f" ({', '.join(r.name for r in results)} seeded before it)" if results else ""
+                if isinstance(e, (pymysql.MySQLError, GeneratorError)):
+                    raise GeneratorError(f"seeding {name} failed: {e}; nothing of {name} was kept{done}") from e
+                raise
     return results
+
+
+def _seed_one(settings: Settings, conn: pymysql.Connection, model: StandardModel, name: str, seed: int,
+              rows_per_client: int, replace: bool, progress: Callable[[str, str, int], None] | None
+              ) -> SeededClient:
+    """One client, all or nothing: on any failure its databases are dropped again and it is not registered."""
+    from dw_assets.onboarding.registry import register_client  # registry imports nothing from here
+
+    prod, staging = create_client_databases(conn, model, name, replace=replace)
+    table = ""
+    try:
+        rng = random.Random(seed)
+        counts: dict[str, int] = {}
+        conn.autocommit(False)  # one transaction per table batch run: far faster than autocommit
+        with conn.cursor() as cur:
+            for t, rows in generate_client_rows(model, rows_per_client, rng):
+                table, sql = t.name, insert_sql(prod, t)
+                for start in range(0, len(rows), INSERT_BATCH_ROWS):
+                    batch = rows[start:start + INSERT_BATCH_ROWS]
+                    cur.executemany(sql, batch)
+                    if progress:
+                        progress(name, t.name, len(batch))
+                counts[t.name] = len(rows)
+                conn.commit()
+        conn.autocommit(True)
+        register_client(settings, name, prod, staging, status="seeded", model_version=model.version,
+                        changed_by="dw seed", replace=replace)
+    except BaseException as e:
+        _drop_half_made(conn, (prod, staging))
+        if table and isinstance(e, pymysql.MySQLError):
+            raise GeneratorError(f"table {table}: {e}") from e
+        raise
+    return SeededClient(name, prod, staging, counts)
+
+
+def _drop_half_made(conn: pymysql.Connection, databases: Sequence[str]) -> None:
+    try:
+        conn.rollback()
+        conn.autocommit(True)
+        with conn.cursor() as cur:
+            for d in databases:
+                cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(d)}")
+    except pymysql.MySQLError:  # the connection itself failed: the caller's error is the one to report
+        pass
