@@ -12,10 +12,9 @@ import logging
 import os
 import sys
 import traceback
+from functools import lru_cache
 from pathlib import Path
-
-from rich.console import Console
-from rich.markup import escape
+from typing import Any
 
 from .identifiers import InvalidIdentifier
 from .settings import SettingsError, load_settings
@@ -49,7 +48,25 @@ EXPECTED_ERRORS = frozenset({
     "dw_assets.onboarding.validation.OnboardingRefused",
 })
 
-err_console = Console(stderr=True)
+
+
+@lru_cache(maxsize=1)
+def _err_console() -> Any:
+    from rich.console import Console  # rich costs ~0.2 s to import: only when something is printed
+
+    return Console(stderr=True)
+
+
+def __getattr__(name: str) -> Any:  # `from dw_assets.cli import err_console` keeps working, lazily
+    if name == "err_console":
+        return _err_console()
+    raise AttributeError(name)
+
+
+def _print_error(line: str) -> None:
+    from rich.markup import escape
+
+    _err_console().print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
 
 
 class CommandError(Exception):
@@ -149,16 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args, settings)
         return int(rc or 0)
     except (CommandError, InvalidIdentifier, SettingsError) as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        _print_error(str(e))
         return getattr(e, "code", 2)
     except Exception as e:
         line = str(e) if _is_expected(e) else _outage_line(e)
         if line is None or args.verbose:
             return _unexpected(args.verbose)
-        err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+        _print_error(line)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        _err_console().print("interrupted")
         return 130
 
 
@@ -166,7 +183,7 @@ def _unexpected(verbose: bool) -> int:
     """A bug or an outage: keep the traceback, it is what a report needs."""
     traceback.print_exc()
     hint = "" if verbose else "; `dw -v ...` logs more"
-    err_console.print(f"[bold red]unexpected error[/] (traceback above){hint}")
+    _err_console().print(f"[bold red]unexpected error[/] (traceback above){hint}")
     return 1
 
 

@@ -50,6 +50,49 @@ def _med(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
+# ---- the command line ------------------------------------------------------------------------------------------
+
+# What a user types most; each answers from the stage's running stack (`--home`).
+CLI_COMMANDS = (("dw --help", ["--help"]), ("dw clients list", ["clients", "list"]),
+                ("dw stack status", ["stack", "status"]))
+
+
+def bench_cli(settings: Settings, quick: bool) -> StageResult:
+    """Wall time of a `dw` command in a fresh process beside `python -c pass` (the interpreter's own start), the
+    runs interleaved so both see the same load."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "dw"
+    dw = [str(script)] if script.exists() else [sys.executable, "-m", "dw_assets.cli"]
+    env = {**os.environ, "COLUMNS": "120"}
+
+    def timed(cmd: list[str]) -> float:
+        t = time.perf_counter()
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
+        seconds = time.perf_counter() - t
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[-2:])} exited {done.returncode}: {done.stderr.decode()[-300:]}")
+        return seconds
+
+    runs: dict[str, list[float]] = {name: [] for name, _ in CLI_COMMANDS}
+    ref: list[float] = []
+    for i in range(WARMUP + (5 if quick else 9)):
+        pass_s = timed([sys.executable, "-c", "pass"])
+        cmd_s = {name: timed([*dw, "--home", str(settings.home), *args]) for name, args in CLI_COMMANDS}
+        if i >= WARMUP:
+            ref.append(pass_s)
+            for name, s in cmd_s.items():
+                runs[name].append(s)
+    figs = [Figure("cli", name, "s", runs[name], "python -c pass", ref, higher_is_better=False, kind="time",
+                   bound="interpreter start plus the imports of the one command run (the lazy COMMANDS table), "
+                         "then its own work: a registry query, the stack's PID and round-trip checks")
+            for name, _ in CLI_COMMANDS]
+    return StageResult("cli", figs, params={"runs": len(ref)})
+
+
 # ---- CDC -------------------------------------------------------------------------------------------------------
 
 def bench_cdc(settings: Settings, quick: bool) -> StageResult:

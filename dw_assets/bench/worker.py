@@ -17,12 +17,14 @@ from dw_assets.settings import Settings, load_settings
 
 from .harness import StageResult
 
-STAGES = ("cdc", "landing", "apply", "reports", "e2e", "onboard", "reconcile", "scale")
+STAGES = ("cli", "cdc", "landing", "apply", "reports", "e2e", "onboard", "reconcile", "scale")
 
 
 def run_stage(stage: str, settings: Settings, quick: bool, work: Path) -> StageResult:
     from . import stages
 
+    if stage == "cli":
+        return stages.bench_cli(settings, quick)
     if stage == "cdc":
         return stages.bench_cdc(settings, quick)
     if stage == "landing":
