@@ -253,7 +253,8 @@ class DemoRunner:
         if self.dagster and self.dagster.ui_url:
             url = self.dagster.ui_url
             c.print(f"Dagster UI:      [bold]{url}[/] (asset graph: {url}/asset-groups)")
-        c.print(f"reports:         {self.settings.reports_dir}/index.html")
+        c.print(f"reports:         {self.settings.reports_dir}/index.html" if self.model and self.model.reports_dir
+                else "reports:         none (the model has no reports)")
         c.print(f"lake / landing:  {self.settings.lake_url} / {self.settings.landing_url}")
         c.print(f"logs:            {self.log_dir}/ (cdc.log, dagster-daemon.log, dagster-webserver.log)")
         how = f"after {self.options.duration:g}s of workload, or " if self.options.duration else ""
