@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 import traceback
 from functools import lru_cache
@@ -160,9 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(home=args.home)
         if args.model:  # the one override of DW_MODEL_PATH; every stage reads the model from the settings
+            # Processes the command starts get it through `Settings.child_env()`.
             settings = settings.with_overrides(model_path=str(Path(args.model).resolve()))
-            # Processes the command starts (capture, Dagster, ingest) follow the same model.
-            os.environ["DW_MODEL_PATH"] = settings.model_path
         rc = args.func(args, settings)
         return int(rc or 0)
     except (CommandError, InvalidIdentifier, SettingsError) as e:

@@ -152,6 +152,15 @@ class Settings:
             model = replace(model, reports_dir=folder)
         return model
 
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a process this one starts (Dagster, a service): same state directory and model."""
+        env = dict(os.environ if base is None else base)
+        env["DW_HOME"] = str(self.home)
+        for name, value in (("DW_MODEL_PATH", self.model_path), ("DW_REPORTS_SQL_DIR", self.reports_sql_dir)):
+            if value:
+                env[name] = value
+        return env
+
     def with_overrides(self, **kw: Any) -> "Settings":
         return replace(self, **kw)
 

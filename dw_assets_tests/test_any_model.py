@@ -55,7 +55,7 @@ def dw(settings: Settings, *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.setattr(cli, "load_settings", lambda home=None: settings)
-        mp.delenv("DW_MODEL_PATH", raising=False)  # `--model` exports it for child processes: undone here
+        mp.delenv("DW_MODEL_PATH", raising=False)  # only the settings (or --model) name the model
         mp.setenv("COLUMNS", "250")
         rc = cli.main(list(argv))
     return rc, out.getvalue(), err.getvalue()

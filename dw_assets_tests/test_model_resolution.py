@@ -37,6 +37,12 @@ def test_settings_resolve_the_model_and_its_report_folder(tmp_path: Path):
     assert load_settings(env=env, home=tmp_path).standard_model().reports_dir == other.resolve()
 
 
+def test_processes_started_follow_the_same_model(tmp_path: Path):
+    settings = load_settings(env={}, home=tmp_path).with_overrides(model_path=str(CLINIC))
+    env = settings.child_env(base={"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "DW_HOME": str(tmp_path.resolve()), "DW_MODEL_PATH": str(CLINIC)}
+
+
 def test_report_sql_is_validated_against_its_model(tmp_path: Path):
     good = load_model(_clinic_with_reports(tmp_path / "a", "SELECT patient_id, SUM(fee) AS fees FROM visits GROUP BY 1"))
     [spec] = load_reports(good)
@@ -56,7 +62,7 @@ def test_a_missing_report_folder_names_the_model_file(tmp_path: Path):
 @pytest.mark.parametrize("argv", [["reports", "build"], ["lake", "init", "--client", "abc"], ["drift"]])
 def test_a_missing_model_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture,
                                            monkeypatch: pytest.MonkeyPatch, argv: list[str]):
-    monkeypatch.delenv("DW_MODEL_PATH", raising=False)  # `--model` exports it for child processes
+    monkeypatch.delenv("DW_MODEL_PATH", raising=False)
     missing = tmp_path / "missing.yaml"
     rc = cli.main(["--home", str(tmp_path / "home"), *argv, "--model", str(missing)])
     err = capsys.readouterr().err
