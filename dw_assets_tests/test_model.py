@@ -124,8 +124,9 @@ def test_dependency_order_ignores_file_order(tmp_path):
         (lambda d: d["tables"][0]["columns"][0].update(nullable=True), "parents", "id", "nullable"),
         (lambda d: d["tables"][0]["columns"][1].update(role="status"), "parents", "label", "role"),
         (lambda d: d["tables"][0].update(workload={"delete_weight": 1}), "parents", None, "referenced by"),
-        (lambda d: d["tables"][0]["columns"].append({"name": "kid_id", "type": "INT", "references": "kids.id"}),
-         "kids", "parent_id", "cycle"),
+        (lambda d: d["tables"][0]["columns"].append({"name": "kid_id", "type": "INT", "nullable": False,
+                                                     "references": "kids.id"}),
+         "kids", "parent_id", "reference cycle kids -> parents -> kids through NOT NULL"),
     ],
 )
 def test_invalid_models_name_file_table_column(tmp_path, mutate, table, column, fragment):
@@ -187,7 +188,7 @@ def test_parse_type(text, base, attrs):
 
 
 @pytest.mark.parametrize("bad", ["", "VARCHAR", "DECIMAL(70,2)", "INT ZEROFILL", "ENUM()", "ENUM('a','a')",
-                                 "DATETIME(7)", "VARCHAR(10) UNSIGNED", "GEOMETRY", "FLOAT(7,2)", "INT(x)"])
+                                 "DATETIME(7)", "VARCHAR(10) UNSIGNED", "GEOMETRY(4)", "FLOAT(7,2)", "INT(x)"])
 def test_parse_type_rejects(bad):
     with pytest.raises(TypeParseError):
         parse_type(bad)
