@@ -7,6 +7,7 @@ keeps the same struct (WKB bytes + SRID). `wkt` renders a lake value (or WKB byt
 from __future__ import annotations
 
 import struct
+from decimal import Decimal
 from typing import Any, Sequence
 
 _TYPES = {1: "POINT", 2: "LINESTRING", 3: "POLYGON", 4: "MULTIPOINT", 5: "MULTILINESTRING", 6: "MULTIPOLYGON",
@@ -35,7 +36,11 @@ def to_internal(wkb: bytes, srid: int | None) -> bytes:
 
 
 def _num(x: float) -> str:
-    return repr(int(x)) if x == int(x) and abs(x) < 1e15 else repr(x)
+    """Shortest round-trip digits, without exponent (MariaDB writes 1e-07 as 0.0000001)."""
+    if x == int(x) and abs(x) < 1e15:
+        return repr(int(x))
+    text = repr(x)
+    return format(Decimal(text), "f") if "e" in text else text
 
 
 class _Reader:
