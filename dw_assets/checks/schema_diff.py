@@ -168,7 +168,8 @@ def diff_schemas(reference: SchemaSnapshot, actual: SchemaSnapshot, target_db: s
             out.append(Difference("extra_table", act_t.name, None, None, None, "additive",
                                   "a new table the model does not list (not captured until the model adds it)",
                                   None))
-    out.sort(key=lambda d: (SEVERITY_RANK[d.severity], d.table, d.column or "", d.kind))
+    # Additions before removals: DDL applied in this order never drops an index a foreign key still needs.
+    out.sort(key=lambda d: (SEVERITY_RANK[d.severity], d.table, d.column or "", d.kind.startswith("extra_"), d.kind))
     return out
 
 

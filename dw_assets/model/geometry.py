@@ -113,10 +113,8 @@ def wkt(value: Any) -> str | None:
 
 def register_wkt(con: Any, name: str = "st_astext") -> None:
     """Register `name(wkb BLOB) -> VARCHAR` in a DuckDB connection (call it as `st_astext(col.wkb)`)."""
-    import duckdb
-
-    con.create_function(name, lambda b: None if b is None else wkb_to_wkt(b), [duckdb.typing.BLOB],
-                        duckdb.typing.VARCHAR, null_handling="special")
+    con.create_function(name, lambda b: None if b is None else wkb_to_wkt(b), ["BLOB"], "VARCHAR",
+                        null_handling="special")
 
 
 # ---- building values (the generator) ---------------------------------------------------------------------

@@ -24,7 +24,7 @@ IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 GENERATE_KINDS = frozenset(
     """sequence line_number reference uuid email name company phone country city street postcode currency sku
     product_name code money int flag status text json_attrs bytes created_at updated_at date_past date_future
-    birth_date""".split()
+    birth_date geometry""".split()
 )
 ROLES = frozenset({"money", "status", "mutable", "created_at", "updated_at"})
 UPDATABLE_ROLES = frozenset({"money", "status", "mutable"})
