@@ -72,6 +72,10 @@ def test_geometry_in_the_lake_is_wkb_with_srid_and_renders_as_wkt(features):
     source = dict(query(settings, f"SELECT store_id, ST_AsText(location) FROM {quote_qualified(client, 'stores')}"))
     assert stores and all(r["location"]["srid"] == 4326 for r in stores)
     assert {r["store_id"]: wkt(r["location"]) for r in stores} == source
+    # SCD2 history (stores keeps it) carries the geometry struct too: every current version matches silver.
+    history = read_delta(settings, "silver_history", client, "stores").to_pylist()
+    current = {r["store_id"]: r["location"] for r in history if r["is_current"]}
+    assert current == {r["store_id"]: r["location"] for r in stores}
     # The same as a DuckDB function over the lake (no spatial extension needed).
     con = duckdb.connect()
     register_wkt(con)

@@ -290,7 +290,8 @@ def _column_code(i: int, col: ColumnSpec, ns: dict[str, Any], database: str, tab
         if t == F.JSON:
             raise UnsupportedColumn(f"{database}.{table}.{col.name}: MySQL binary JSON is not produced by MariaDB")
         if t == F.GEOMETRY:
-            return [f"n = from_bytes(buf[p:p + {ls}], 'little'); p += {ls}", f"{v} = render_geometry(buf[p:p + n]); p += n"]
+            return [f"n = from_bytes(buf[p:p + {ls}], 'little'); p += {ls}",
+                    f"{v} = render_geometry(buf[p:p + n]); p += n"]
         return [f"n = from_bytes(buf[p:p + {ls}], 'little'); p += {ls}", _bytes_to_value(v, "buf[p:p + n]", col) + "; p += n"]
     if t == F.DATE:
         return [f"x = from_bytes(buf[p:p + 3], 'little'); p += 3",

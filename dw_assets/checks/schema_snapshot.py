@@ -113,7 +113,8 @@ def snapshot_from_model(model: StandardModel) -> SchemaSnapshot:
     tables = []
     fks: dict[str, list[ForeignKeySnapshot]] = {}
     for t, c, r in foreign_keys(model):
-        fks.setdefault(t.name, []).append(ForeignKeySnapshot(foreign_key_name(t.name, c.name), c.name, r.table, r.column))
+        fk = ForeignKeySnapshot(foreign_key_name(t.name, c.name), c.name, r.table, r.column)
+        fks.setdefault(t.name, []).append(fk)
     for t in model.tables:
         cols = tuple(
             ColumnSnapshot(name=c.name, column_type=c.type.column_type(), nullable=c.nullable, ordinal=c.ordinal,
@@ -162,8 +163,9 @@ _INDEXES_SQL = ("SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN
                 "information_schema.STATISTICS WHERE TABLE_SCHEMA IN ({in_list}) "
                 "ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX")
 _FOREIGN_KEYS_SQL = ("SELECT TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, "
-                     "REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA IN ({in_list}) "
-                     "AND REFERENCED_TABLE_NAME IS NOT NULL ORDER BY TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME")
+                     "REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
+                     "WHERE TABLE_SCHEMA IN ({in_list}) AND REFERENCED_TABLE_NAME IS NOT NULL "
+                     "ORDER BY TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME")
 _SCHEMATA_SQL = "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({in_list})"
 # MariaDB's JSON is LONGTEXT plus a json_valid() check; the model reports JSON as "longtext" too, so the check
 # constraint is not needed for comparison.
@@ -255,7 +257,7 @@ def _build_snapshot(database: str, names: list[str], col_rows: list[tuple], ix_r
 
 
 def _on_update(extra: str | None) -> str | None:
-    """`on update current_timestamp(6)` in EXTRA -> "current_timestamp(6)"; `current_timestamp()` -> "current_timestamp"."""
+    """EXTRA's `on update current_timestamp(6)` -> "current_timestamp(6)" (`current_timestamp()` -> without)."""
     text = (extra or "").lower()
     if "on update " not in text:
         return None

@@ -75,8 +75,9 @@ def foreign_keys(model: StandardModel) -> list[tuple[Table, Column, Reference]]:
 
 
 def foreign_key_statements(model: StandardModel, database: str) -> list[str]:
-    return [f"ALTER TABLE {quote_qualified(database, t.name)} ADD CONSTRAINT {quote_ident(foreign_key_name(t.name, c.name))} "
-            f"FOREIGN KEY ({quote_ident(c.name)}) REFERENCES {quote_qualified(database, r.table)} ({quote_ident(r.column)})"
+    return [f"ALTER TABLE {quote_qualified(database, t.name)} "
+            f"ADD CONSTRAINT {quote_ident(foreign_key_name(t.name, c.name))} FOREIGN KEY ({quote_ident(c.name)}) "
+            f"REFERENCES {quote_qualified(database, r.table)} ({quote_ident(r.column)})"
             for t, c, r in foreign_keys(model)]
 
 
