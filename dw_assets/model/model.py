@@ -78,13 +78,6 @@ class Column:
     on_update: str | None = None  # "CURRENT_TIMESTAMP[(n)]": the server sets the column on every UPDATE
     collation: str | None = None  # e.g. "utf8mb4_bin" (`VARCHAR(n) BINARY`); None = the table's default
 
-    @property
-    def indexable(self) -> bool:
-        """BLOB/TEXT/JSON/geometry columns cannot be in a key without a prefix length (the model has none)."""
-        t = self.type
-        return not (t.base in ("json", "tinytext", "text", "mediumtext", "longtext") or t.is_geometry
-                    or (t.is_binary and t.base not in ("binary", "varbinary")))
-
 
 @dataclass(frozen=True)
 class Index:
@@ -360,7 +353,7 @@ def _parse_indexes(raw: Any, table: Table, source: str) -> tuple[Index, ...]:
         for c in cols:
             if c not in table.column_names:
                 raise ModelError(f"indexes[{i}] names unknown column {c!r}", source, table.name)
-            if not table.column(c).indexable:
+            if not table.column(c).type.indexable:
                 raise ModelError(f"indexes[{i}]: {table.column(c).type.sql()} cannot be in an index", source,
                                  table.name, c)
         unique = _bool(ri.get("unique", False), f"indexes[{i}].unique", source, table.name)
@@ -396,8 +389,7 @@ def _parse_column(rc: Any, ordinal: int, table: str, source: str) -> Column:
     nullable = _bool(rc.get("nullable", not pk), "nullable", source, table, name)
     if pk and nullable:
         raise ModelError("a primary-key column cannot be nullable", source, table, name)
-    unindexable = not Column(name, "", spec, False, False, 0).indexable
-    if unindexable and (pk or rc.get("unique")):
+    if not spec.indexable and (pk or rc.get("unique")):
         raise ModelError(f"{spec.sql()} cannot be a primary or unique key", source, table, name)
 
     ref = None

@@ -77,6 +77,12 @@ class TypeSpec:
         return self.base in BINARY_BASES
 
     @property
+    def indexable(self) -> bool:
+        """BLOB/TEXT/JSON/geometry columns cannot be in a key without a prefix length (the model has none)."""
+        return not (self.base in ("json", "tinytext", "text", "mediumtext", "longtext") or self.is_geometry
+                    or (self.is_binary and self.base not in ("binary", "varbinary")))
+
+    @property
     def is_geometry(self) -> bool:
         return self.base in GEOMETRY_BASES
 
