@@ -227,7 +227,10 @@ def _kind_fn(kind: str, column: Column, args: dict[str, Any]) -> ValueFn:  # noq
     if kind == "geometry":
         if not spec.is_geometry:
             raise ModelError(f"generate: geometry needs a spatial column, got {spec.sql()}", None, None, column.name)
-        return _geometry_fn(spec.base, int(args.get("srid", 0)))
+        srid = args.get("srid", 0)
+        if srid != int(srid) or not 0 <= srid < 2**32:
+            raise ModelError(f"generate.srid must be an integer 0..4294967295, got {srid!r}", None, None, column.name)
+        return _geometry_fn(spec.base, int(srid))
     raise ModelError(f"generator kind {kind!r} is handled by the row builder, not as a value", None, None, column.name)
 
 
