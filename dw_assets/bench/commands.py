@@ -3,12 +3,14 @@ result and the markdown table for the README (default `bench-results/latest.json
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from rich.console import Console
 
 from dw_assets.settings import Settings
 
+from .smoke import SMOKE_ENV
 from .worker import STAGES
 
 console = Console()
@@ -21,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "then at least 3 measured repetitions. Stages: all, " + ", ".join(STAGES) + ".")
     p.add_argument("stages", nargs="*", metavar="STAGE", help="all (default) or any of: " + ", ".join(STAGES))
     p.add_argument("--quick", action="store_true", help="a tenth of the sizes (the whole set in under 5 minutes)")
+    p.add_argument("--smoke", action="store_true",
+                   help="a tenth of the quick sizes: proves every stage runs and reports, figures not comparable "
+                        "(the test suite's run)")
     p.add_argument("--json", type=Path, default=Path("bench-results/latest.json"),
                    help="result file (default bench-results/latest.json); the markdown table goes beside it (.md)")
     p.add_argument("--markdown", type=Path, help="markdown table path (default: the JSON path with .md)")
@@ -41,8 +46,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise CommandError(f"unknown stage(s): {', '.join(unknown)} (choose from all, {', '.join(STAGES)})")
-    command = "dw bench " + " ".join(args.stages or ["all"]) + (" --quick" if args.quick else "")
-    result = run_benchmarks(stages, args.quick, args.json, args.markdown, keep=args.keep,
+    if args.smoke:
+        os.environ[SMOKE_ENV] = "1"  # read by every stage worker (see bench/smoke.py)
+    quick = args.quick or args.smoke
+    flag = " --smoke" if args.smoke else " --quick" if quick else ""
+    command = "dw bench " + " ".join(args.stages or ["all"]) + flag
+    result = run_benchmarks(stages, quick, args.json, args.markdown, keep=args.keep,
                             progress=lambda m: console.print(f"[dim]{m}[/]"), command=command, update=args.update)
     md = args.markdown or args.json.with_suffix(".md")
     for s in result["stages"]:

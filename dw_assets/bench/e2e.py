@@ -27,6 +27,7 @@ from dw_assets.identifiers import quote_ident
 from dw_assets.settings import Settings
 
 from .harness import Child, Figure, StageResult, peak_rss_mb, percentile
+from .smoke import smoke
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class E2EParams:
 
     @classmethod
     def for_run(cls, quick: bool) -> "E2EParams":
+        if quick and smoke():
+            return cls(duration_s=5, rows_per_client=200, idle_probes=2, drain_timeout_s=15)
         if quick:
             return cls(duration_s=15, rows_per_client=1000, idle_probes=3, drain_timeout_s=25)
         return cls()

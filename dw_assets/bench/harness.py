@@ -319,7 +319,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     stages = [StageResult.from_dict(s) for s in result["stages"]]
     load = machine.get("load_average_start")
     lines = [
-        f"### Benchmarks ({'quick' if result.get('quick') else 'full'} run, `{result.get('command', 'dw bench')}`"
+        f"### Benchmarks ({'smoke' if result.get('smoke') else 'quick' if result.get('quick') else 'full'} run, `{result.get('command', 'dw bench')}`"
         f"{'' if result.get('complete', True) else ', INCOMPLETE: still running or interrupted'})",
         "",
         _machine_line(machine),

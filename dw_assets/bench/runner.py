@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from dw_assets.stack import Stack, StackConfig, find_free_port
 
 from .harness import Child, StageResult, machine_info, peak_rss_mb, write_results
+from .smoke import SMOKE_ENV, smoke
 from .stages import size
 from .worker import STAGES
 
@@ -27,7 +28,8 @@ STAGE_TIMEOUT_S = {True: 300, False: 1800}  # quick, full
 
 def _env(home: Path) -> dict[str, str]:
     # The developer's DW_* variables would point the worker at another stack.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DW_") and k != "DAGSTER_HOME"}
+    env = {k: v for k, v in os.environ.items()
+           if (not k.startswith("DW_") or k == SMOKE_ENV) and k != "DAGSTER_HOME"}
     env["DW_HOME"] = str(home)
     return env
 
@@ -106,7 +108,7 @@ def run_benchmarks(stages: Sequence[str], quick: bool, json_path: Path, md_path:
 
     def write(done: bool) -> dict:
         machine["load_average_end"] = list(os.getloadavg())
-        result = {"command": command, "quick": quick, "machine": machine, "complete": done,
+        result = {"command": command, "quick": quick, "smoke": quick and smoke(), "machine": machine, "complete": done,
                   "seconds": round(time.perf_counter() - started, 1),
                   "sizes": {s: _sizes(s, quick) for s in stages}, "stages": [r.as_dict() for r in results]}
         if previous is not None:

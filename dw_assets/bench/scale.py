@@ -17,11 +17,12 @@ from dw_assets import db
 from dw_assets.settings import Settings
 
 from .harness import Figure, StageResult, run_child
+from .smoke import smoke
 from .stages import REPEATS, WARMUP
 
 log = logging.getLogger(__name__)
 
-FULL_CLIENTS, QUICK_CLIENTS = 500, 20
+FULL_CLIENTS, QUICK_CLIENTS, SMOKE_CLIENTS = 500, 20, 5
 SEED_ROWS = 30  # per client
 LAGGING_EVERY = 5  # every 5th client gets a few events, so the sensor plans some runs
 DEFS_SNIPPET = """
@@ -227,7 +228,7 @@ def _capture_memory_figure(settings: Settings, names: list[str], work: Path, wor
 
 def run_scale_bench(settings: Settings, quick: bool = False, clients: int | None = None,
                     work_dir: Path | None = None) -> StageResult:
-    n = clients or (QUICK_CLIENTS if quick else FULL_CLIENTS)
+    n = clients or ((SMOKE_CLIENTS if smoke() else QUICK_CLIENTS) if quick else FULL_CLIENTS)
     names = [f"sc_{i:04d}" for i in range(n)]
     work = Path(work_dir or settings.home / "bench-scale")
     work.mkdir(parents=True, exist_ok=True)

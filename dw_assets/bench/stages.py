@@ -14,6 +14,7 @@ from typing import Any, Callable
 from dw_assets.settings import Settings
 
 from .harness import Figure, StageResult, peak_rss_mb
+from .smoke import shrink, smoke
 
 REPEATS = 3
 WARMUP = 1
@@ -35,7 +36,8 @@ SIZES: dict[str, dict[str, tuple[Any, Any]]] = {
 
 
 def size(stage: str, quick: bool) -> dict[str, Any]:
-    return {k: v[1 if quick else 0] for k, v in SIZES[stage].items()}
+    chosen = {k: v[1 if quick else 0] for k, v in SIZES[stage].items()}
+    return {k: shrink(v) for k, v in chosen.items()} if quick and smoke() else chosen
 
 
 def _measure(fn: Callable[[], dict[str, Any]], repeats: int = REPEATS, warmup: int = WARMUP,

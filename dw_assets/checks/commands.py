@@ -46,7 +46,7 @@ def cmd_drift(settings: Settings, clients: list[str] | None, as_json: bool) -> i
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
     from .drift_report import checked_clients
-    from .freshness import silver_applied_ts_ms
+    from .freshness import applied_ts_by_table
     from .reconciliation import reconcile
     from .repair import RepairError, repair_client
 
@@ -60,7 +60,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     out, still = [], 0
     for client in clients:
         check = dict(tables=args.table, rounds=args.rounds, settle_seconds=args.settle,
-                     watermark=lambda c=client: silver_applied_ts_ms(settings, c))
+                     watermark=lambda c=client: applied_ts_by_table(settings, c, model))
         if args.repair:
             try:
                 res = repair_client(settings, client, model, **check)

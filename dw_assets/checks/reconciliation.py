@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import pymysql
 import pymysql.cursors
@@ -218,47 +218,64 @@ def _mismatched(src: TableDigest, sil: TableDigest | None) -> set[str]:
     return {k for k in keys if src.by_key.get(k) != sil.by_key.get(k)}
 
 
-# With a watermark, a round waits up to LAG_WAIT_SECONDS for silver to pass the source read before it judges;
-# silver that did not move for STILL_SECONDS (longer than a busy apply pass) has nothing in flight.
+# With a watermark, a round waits up to LAG_WAIT_SECONDS for each suspect table's silver to pass the source read
+# before it judges; a table whose silver did not move for STILL_SECONDS and whose production rows did not change
+# between the two reads has nothing in flight (an idle table: a difference is real).
 LAG_WAIT_SECONDS, STILL_SECONDS = 30.0, 12.0
 
+Watermark = Callable[[], "Mapping[str, int | None] | int | None"]
 
-def _wait_for_silver(watermark: Callable[[], int | None] | None, target_ms: int, settle_seconds: float,
-                     sleep: Callable[[float], None]) -> bool:
-    """Wait for silver's applied ts_ms to pass `target_ms`; False if silver is still catching up.
 
-    Without a watermark: `settle_seconds`, then judge. With one: judge as soon as silver passes the target, or
-    once silver stood still for STILL_SECONDS (an idle pipeline: a difference is real); while silver keeps
-    advancing towards the target, wait up to LAG_WAIT_SECONDS, then report it behind.
+def _per_table(watermark: Watermark, tables: list[str]) -> dict[str, int | None]:
+    """The watermark's reading per table; a client-wide int counts for every table (older callers)."""
+    w = watermark()
+    if isinstance(w, Mapping):
+        return {t: w.get(t) for t in tables}
+    return {t: w for t in tables}
+
+
+def _wait_for_silver(watermark: Watermark | None, tables: list[str], target_ms: int, settle_seconds: float,
+                     sleep: Callable[[float], None]) -> dict[str, str]:
+    """Per table: "reached" (silver's applied ts_ms passed `target_ms`), "still" (silver did not move for
+    STILL_SECONDS) or "moving" (still catching up after LAG_WAIT_SECONDS).
+
+    A client-wide maximum is not enough: one busy table passing the target says nothing of the others, which
+    is how a lagging pipeline under load once raised false alarms.
     """
     start = time.monotonic()
     if watermark is None:
         while time.monotonic() - start < settle_seconds:
             sleep(min(0.25, max(0.0, settle_seconds - (time.monotonic() - start))))
-        return True
-    last, moved_at = watermark(), start
+        return {t: "reached" for t in tables}
+    last = _per_table(watermark, tables)
+    moved_at = {t: start for t in tables}
     while True:
-        w = watermark()
-        now = time.monotonic()
-        if w is not None and w >= target_ms:
-            return True
-        if w != last:
-            last, moved_at = w, now
-        if now - start >= settle_seconds and now - moved_at >= STILL_SECONDS:
-            return True
-        if now - start >= max(settle_seconds, LAG_WAIT_SECONDS):
-            return False
+        now_w, now = _per_table(watermark, tables), time.monotonic()
+        state: dict[str, str] = {}
+        for t in tables:
+            w = now_w[t]
+            if w != last[t]:
+                last[t], moved_at[t] = w, now
+            if w is not None and w >= target_ms:
+                state[t] = "reached"
+            elif now - start >= settle_seconds and now - moved_at[t] >= STILL_SECONDS:
+                state[t] = "still"
+            else:
+                state[t] = "moving"
+        if "moving" not in state.values() or now - start >= max(settle_seconds, LAG_WAIT_SECONDS):
+            return state
         sleep(0.25)
 
 
 def reconcile(settings: Settings, client: str | ClientDatabases, model: StandardModel | None = None, *,
               tables: Iterable[str] | None = None, rounds: int = 3, settle_seconds: float = 5.0,
-              watermark: Callable[[], int | None] | None = None,
+              watermark: Watermark | None = None,
               sleep: Callable[[float], None] = time.sleep) -> ReconciliationResult:
     """Compare the client's production tables with silver (see the module docstring for the method).
 
-    `watermark()` returns silver's applied source ts_ms (e.g. `freshness.silver_applied_ts_ms`); binlog
-    timestamps have 1-second resolution, hence the extra second in the target.
+    `watermark()` returns silver's applied source ts_ms per table (e.g. `freshness.applied_ts_by_table`; a
+    client-wide int is taken for every table); binlog timestamps have 1-second resolution, hence the extra
+    second in the target.
     """
     dbs = client if isinstance(client, ClientDatabases) else client_databases(settings, client)
     model = model or settings.standard_model()
@@ -269,10 +286,11 @@ def reconcile(settings: Settings, client: str | ClientDatabases, model: Standard
     sil = silver_digests(settings, dbs.client, plans)
     first_suspects = {p.table: _mismatched(src[p.table], sil[p.table]) for p in plans}
     suspects = dict(first_suspects)
-    done, caught_up = 1, watermark is None
+    done = 1
+    caught_up = {p.table: watermark is None for p in plans}
     while done < rounds and any(suspects.values()):
-        caught_up = _wait_for_silver(watermark, pos.read_at_ms + 1000, settle_seconds, sleep)
         again = [p for p in plans if suspects[p.table]]
+        waited = _wait_for_silver(watermark, [p.table for p in again], pos.read_at_ms + 1000, settle_seconds, sleep)
         src2, pos = source_digests(settings, dbs.production_db, again)
         sil2 = silver_digests(settings, dbs.client, again)
         for p in again:
@@ -281,13 +299,15 @@ def reconcile(settings: Settings, client: str | ClientDatabases, model: Standard
             # Stable in production across the interval, and silver still differs: keep suspecting.
             suspects[p.table] = {k for k in suspects[p.table]
                                  if s_new.by_key.get(k) == s_old.by_key.get(k) and l_map.get(k) != s_new.by_key.get(k)}
+            production_still = (s_new.rows, s_new.content_checksum) == (s_old.rows, s_old.content_checksum)
+            caught_up[p.table] = waited[p.table] == "reached" or (waited[p.table] == "still" and production_still)
             src[p.table], sil[p.table] = s_new, l_new
         done += 1
 
     for p in plans:
         s, l = src[p.table], sil[p.table]
         # Only a round whose silver had caught up with its source read can confirm (rounds=1 trusts one read).
-        behind = done > 1 and not caught_up and l is not None
+        behind = done > 1 and not caught_up[p.table] and l is not None
         confirmed = [] if behind else sorted(suspects[p.table])
         l_map = l.by_key if l is not None else {}
         r = TableReconciliation(

@@ -28,7 +28,7 @@ from dw_assets.settings import Settings
 
 from .canonical_values import NULL, SEP, renderer
 from .conformance import ClientDatabases, client_databases
-from .reconciliation import ReconciliationResult, reconcile
+from .reconciliation import ReconciliationResult, Watermark, reconcile
 
 SNAPSHOT_MARK = "repair"
 KEYS_PER_QUERY = 500  # bound parameters per SELECT stay well under MariaDB's limits
@@ -238,7 +238,7 @@ def _table_corrections(cur: Any, settings: Settings, database: str, t: Table, ke
 
 def repair_client(settings: Settings, client: str | ClientDatabases, model: StandardModel | None = None, *,
                   tables: Iterable[str] | None = None, rounds: int = 3, settle_seconds: float = 5.0,
-                  watermark: Callable[[], int | None] | None = None, verify: bool = True,
+                  watermark: Watermark | None = None, verify: bool = True,
                   found: ReconciliationResult | None = None) -> RepairResult:
     """Find the keys where silver differs (the reconciliation check, changes in flight forgiven), re-read them in
     one consistent snapshot and apply them as corrections; `verify` re-runs the check afterwards.

@@ -11,7 +11,7 @@ import dagster as dg
 from dw_assets.checks import alerts
 from dw_assets.checks.conformance import client_databases, production_conformance, staging_conformance
 from dw_assets.checks.drift_report import drift_report, drift_summary, summary_markdown
-from dw_assets.checks.freshness import DEFAULT_MAX_AGE_SECONDS, check_freshness, silver_applied_ts_ms
+from dw_assets.checks.freshness import DEFAULT_MAX_AGE_SECONDS, applied_ts_by_table, check_freshness
 from dw_assets.checks.reconciliation import reconcile
 from dw_assets.checks.repair import repair_client
 from dw_assets.checks.schema_diff import differences_markdown
@@ -116,7 +116,7 @@ def _silver_check_defs(table: str) -> list[dg.AssetChecksDefinition]:
         settings = dw.load()
         client = context.partition_key
         check = dict(tables=[table], rounds=RECONCILE_ROUNDS, settle_seconds=RECONCILE_SETTLE_SECONDS,
-                     watermark=lambda: silver_applied_ts_ms(settings, client))
+                     watermark=lambda: applied_ts_by_table(settings, client))
         res = found = reconcile(settings, client, **check)  # type: ignore[arg-type]
         repaired = None
         if not res.passed and settings.reconcile_repair:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pymysql
 
@@ -123,6 +123,9 @@ class RowFactory:
     def __init__(self, model: StandardModel, pools: dict[str, TablePool], now: Callable[[], datetime]):
         self.model, self.pools, self.now = model, pools, now
         self.plans = {t.name: TablePlan.of(t) for t in model.tables}
+        # References into a later table of a cycle: that table's rows of the same transaction are inserted
+        # after this one, so the value is NULL here and `fill_back_references` sets it (when seeding).
+        self.deferred = {(t.name, c.name) for t, c in model.back_references if c.references.table != t.name}
 
     def new_row(self, rng: random.Random, table: Table, parent_key: Any = None) -> tuple | None:
         """One new row (values in column order) of `table` whose primary key no known row has; `parent_key` is
@@ -165,6 +168,8 @@ class RowFactory:
         return ctx.row
 
     def _reference(self, rng: random.Random, table: Table, c: Column, parent_key: Any) -> Any:
+        if (table.name, c.name) in self.deferred:
+            return None
         target = self.pools[c.references.table]
         if c.nullable and rng.random() < float(c.generate_args.get("p_null", DEFAULT_P_NULL)):
             return None
@@ -233,6 +238,64 @@ def generate_client_rows(model: StandardModel, rows: int, rng: random.Random,
         yield t, [r for r in out if r is not None]
 
 
+# ---- second pass: back-references (nullable references in a cycle, or to the row's own table) ---------------
+
+
+def back_reference_updates(model: StandardModel, generated: Mapping[str, Sequence[tuple]], rng: random.Random
+                           ) -> Iterable[tuple[Table, Column, list[tuple]]]:
+    """For each of `model.back_references`: (table, column, [(value, *primary key)]) filling the rows inserted
+    with NULL there (p_null of them stay NULL). Where the referenced table belongs to this one (staff of a
+    store), the value is one of the row's own children: a store's manager works at that store."""
+    for table, col in model.back_references:
+        rows, target = generated.get(table.name, ()), model.table(col.references.table)
+        target_rows = generated.get(target.name, ())
+        if not rows or not target_rows:
+            continue
+        ci, own = table.columns.index(col), table.column_names.index(table.primary_key[0])
+        key_idx = [table.column_names.index(k) for k in table.primary_key]
+        tk = target.column_names.index(target.primary_key[0])
+        owner_col = target.parent_column
+        owned = owner_col is not None and owner_col.references.table == table.name
+        by_owner: dict[Any, list[Any]] = {}
+        if owned:
+            oi = target.columns.index(owner_col)
+            for r in target_rows:
+                by_owner.setdefault(r[oi], []).append(r[tk])
+        p_null = float(col.generate_args.get("p_null", DEFAULT_P_NULL))
+        params = []
+        for r in rows:
+            if r[ci] is not None or rng.random() < p_null:
+                continue
+            if owned:
+                candidates = by_owner.get(r[own])
+                if not candidates:
+                    continue  # no child row to point at: stays NULL
+                value = candidates[rng.randrange(len(candidates))]
+            else:
+                value = target_rows[rng.randrange(len(target_rows))][tk]
+            if target is table and value == r[own]:
+                continue  # not the row itself
+            params.append((value, *(r[i] for i in key_idx)))
+        yield table, col, params
+
+
+def update_sql(database: str, table: Table, column: Column) -> str:
+    where = " AND ".join(f"{quote_ident(k)} = %s" for k in table.primary_key)
+    return f"UPDATE {quote_qualified(database, table.name)} SET {quote_ident(column.name)} = %s WHERE {where}"
+
+
+def fill_back_references(cur: Any, database: str, model: StandardModel, generated: Mapping[str, Sequence[tuple]],
+                         rng: random.Random) -> int:
+    """Run the second pass (UPDATEs after all inserts); returns the rows updated."""
+    n = 0
+    for table, col, params in back_reference_updates(model, generated, rng):
+        sql = update_sql(database, table, col)
+        for start in range(0, len(params), INSERT_BATCH_ROWS):
+            cur.executemany(sql, params[start:start + INSERT_BATCH_ROWS])
+        n += len(params)
+    return n
+
+
 def insert_sql(database: str, table: Table) -> str:
     cols = ", ".join(quote_ident(c.name) for c in table.columns)
     marks = ", ".join(["%s"] * len(table.columns))
@@ -271,8 +334,6 @@ def seed_clients(settings: Settings, clients: str | int | Sequence[str], rows_pe
     model's schema; production gets about `rows_per_client` rows. `replace` drops existing databases first.
     `progress(client, table, rows)` is called after each inserted batch.
     """
-    from dw_assets.onboarding.registry import register_client  # registry imports nothing from here
-
     names = client_names(clients)
     if rows_per_client < 1:
         raise GeneratorError("rows_per_client must be >= 1")
@@ -307,9 +368,11 @@ def _seed_one(settings: Settings, conn: pymysql.Connection, model: StandardModel
     try:
         rng = random.Random(seed)
         counts: dict[str, int] = {}
+        generated: dict[str, list[tuple]] = {}
         conn.autocommit(False)  # one transaction per table batch run: far faster than autocommit
         with conn.cursor() as cur:
             for t, rows in generate_client_rows(model, rows_per_client, rng):
+                generated[t.name] = rows
                 table, sql = t.name, insert_sql(prod, t)
                 for start in range(0, len(rows), INSERT_BATCH_ROWS):
                     batch = rows[start:start + INSERT_BATCH_ROWS]
@@ -318,6 +381,9 @@ def _seed_one(settings: Settings, conn: pymysql.Connection, model: StandardModel
                         progress(name, t.name, len(batch))
                 counts[t.name] = len(rows)
                 conn.commit()
+            table = "(second pass: back-references)"
+            fill_back_references(cur, prod, model, generated, rng)
+            conn.commit()
         conn.autocommit(True)
         register_client(settings, name, prod, staging, status="seeded", model_version=model.version,
                         changed_by="dw seed", replace=replace)
