@@ -48,7 +48,6 @@ EXPECTED_ERRORS = frozenset({
 })
 
 
-
 @lru_cache(maxsize=1)
 def _err_console() -> Any:
     from rich.console import Console  # rich costs ~0.2 s to import: only when something is printed
