@@ -204,9 +204,9 @@ def _kind_fn(kind: str, column: Column, args: dict[str, Any]) -> ValueFn:  # noq
             lo_t, hi_t = 1901, 2155
         if spec.base == "bit":
             lo_t, hi_t = 0, 2 ** (spec.length or 1) - 1
-        lo, hi = max(lo_t, int(args.get("min", max(lo_t, 0)))), min(hi_t, int(args.get("max", min(hi_t, 1000))))
-        if spec.base == "year":
-            lo, hi = max(lo, 1990), min(hi, 2030)
+        # Defaults: 0..1000 within the type's range; YEAR 1990..2030 (a YEAR has no values below 1901).
+        default_lo, default_hi = (1990, 2030) if spec.base == "year" else (max(lo_t, 0), min(hi_t, 1000))
+        lo, hi = max(lo_t, int(args.get("min", default_lo))), min(hi_t, int(args.get("max", default_hi)))
         return lambda rng, ctx: rng.randint(lo, hi)
     if kind == "flag":
         p = float(args.get("p_true", 0.5))
