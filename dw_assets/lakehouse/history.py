@@ -14,6 +14,7 @@ from typing import Sequence
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
+from deltalake import CommitProperties, Transaction
 
 from dw_assets.settings import Settings
 
@@ -25,10 +26,14 @@ from .silver import MergeCounts, dq
 from .tables import SOURCE_TS
 
 
+HISTORY_APP = "dw.history"  # application transaction id: the last batch the history table applied
+
+
 def apply_history(settings: Settings, client: str, table: str, keys: Sequence[str], columns: Sequence[str],
-                  typed: pa.Table, truncates: pa.Table, con: duckdb.DuckDBPyConnection) -> MergeCounts:
+                  typed: pa.Table, truncates: pa.Table, con: duckdb.DuckDBPyConnection,
+                  batch: int | None = None) -> MergeCounts:
     """Add a batch's changes (typed events of all ops, and truncates: `_dw_seq`, `_dw_seq_row`,
-    `_dw_source_ts_ms`)."""
+    `_dw_source_ts_ms`) in one commit, which records `batch` as the history's progress (`HISTORY_APP`)."""
     if typed.num_rows == 0 and truncates.num_rows == 0:
         return MergeCounts()
     url = table_url(settings, "silver_history", client, table)
@@ -92,7 +97,8 @@ def apply_history(settings: Settings, client: str, table: str, keys: Sequence[st
         rows = rows.cast(pa.schema([pa.field(f.name, target.field(f.name).type) for f in rows.schema]))
         values = {dq(c): f"s.{dq(c)}" for c in rows.column_names}
         pred = " AND ".join(f"t.{dq(c)} = s.{dq(c)}" for c in list(keys) + list(ORDER_COLUMNS))
-        m = (dt.merge(rows, pred, source_alias="s", target_alias="t")
+        props = CommitProperties(app_transactions=[Transaction(HISTORY_APP, batch)]) if batch is not None else None
+        m = (dt.merge(rows, pred, source_alias="s", target_alias="t", commit_properties=props)
              .when_matched_update(values).when_not_matched_insert(values).execute())
         return MergeCounts(inserted=int(m.get("num_target_rows_inserted", 0)),
                            updated=int(m.get("num_target_rows_updated", 0)), version=dt.version(), metrics=m)
