@@ -331,9 +331,11 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
 
     truncate_at = changes.truncate_order(events)
     stored = state.truncated.get(t.name)
+    current = not new_fields  # silver_dt is still the table's latest version (no ALTER, no truncate)
     if truncate_at is not None and (stored is None or truncate_at > stored):
         tr.truncated_rows = truncate_silver(settings, client, t.name, truncate_at)
         state.record_truncation(t.name, truncate_at, now)
+        current = False
     effective = max((s for s in (stored, truncate_at) if s is not None), default=None)
 
     keys = list(t.primary_key)
@@ -345,7 +347,7 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
         tombs = read_tombstones(settings, client, t.name, con, key_fields, oldest.seq, specs, encoding, bronze,
                                 events)
     tr.silver = merge_silver(settings, client, t.name, keys, typed, columns, con, now, truncated_at=effective,
-                             tombs=tombs, batch=batch)
+                             tombs=tombs, batch=batch, dt=silver_dt if current else None)
     if t.options.scd2:
         truncates = events.filter(pc.equal(events["op"], "t")).select([*ORDER_COLUMNS, "source_ts_ms"]).rename_columns(
             [*ORDER_COLUMNS, SOURCE_TS])

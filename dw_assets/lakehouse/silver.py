@@ -151,12 +151,13 @@ def read_tombstones(settings: Settings, client: str, table: str, con: duckdb.Duc
 def merge_silver(settings: Settings, client: str, table: str, keys: Sequence[str], typed: pa.Table,
                  columns: Sequence[str], con: duckdb.DuckDBPyConnection, now: datetime,
                  truncated_at: ChangeOrder | None = None, tombs: pa.Table | None = None,
-                 batch: int | None = None) -> MergeCounts:
+                 batch: int | None = None, dt: DeltaTable | None = None) -> MergeCounts:
     """MERGE one batch of typed changes (any order, duplicates allowed) into silver.
 
     `columns` are silver's data columns; `truncated_at` drops changes at or before the table's last TRUNCATE;
     `tombs` are the deletes that can hold changes back (default: read from bronze, `read_tombstones`); `batch`
-    is recorded in the commit as silver's progress (application transaction `SILVER_APP`). Only silver's rows of
+    is recorded in the commit as silver's progress (application transaction `SILVER_APP`); `dt` is silver as
+    the caller opened it (a retry re-opens it). Only silver's rows of
     the batch's keys are read (`_key_filter`: file statistics prune the rest). Retries the whole step
     (re-reading silver) when a concurrent writer wins the commit.
     """
@@ -170,9 +171,11 @@ def merge_silver(settings: Settings, client: str, table: str, keys: Sequence[str
     data = list(columns) + list(ORDER_COLUMNS) + [SOURCE_TS]
     where = _key_filter(latest, keys)
     props = CommitProperties(app_transactions=[Transaction(SILVER_APP, batch)]) if batch is not None else None
+    opened = [dt]
 
     def step() -> MergeCounts:
-        dt = _open(settings, url)
+        dt = opened.pop() if opened and opened[0] is not None else _open(settings, url)
+        opened.clear()
         current = read_table(dt, columns=list(keys) + list(ORDER_COLUMNS), filter=where)
         todo = _filter_applicable(con, latest, current, tombs, keys)
         counts = MergeCounts(ignored=typed.num_rows - todo.num_rows)
