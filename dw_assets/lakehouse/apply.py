@@ -165,14 +165,18 @@ def _apply(settings: Settings, client: str, model: StandardModel | None, databas
                 [r["_dw_landing_file"].combine_chunks() for r in batch_rows.values()])).to_pylist()
             rows_of = {c["values"]: c["counts"] for c in per_file}
             entries = [manifest_entry(f, rows_of.get(f.key, 0), target) for f in pending]
-            appended = append_bronze(settings, client, pa.concat_tables(batch_rows.values()), target, entries)
+            appended = append_bronze(settings, client, pa.concat_tables(batch_rows.values()), target, entries,
+                                     bronze_dt)
             for name in batch_rows:
                 tr = result.tables[name]
                 tr.bronze_rows = (appended.per_table or {}).get(name, 0)
                 tr.bronze_duplicates += batch_rows[name].num_rows - tr.bronze_rows
                 tr.bronze_version = appended.version
             manifest_rows += entries
-        bronze = bronze_dataset(settings, client)  # once, after the append: every table's reads share it
+        # Once, after the append (a retried append re-opened bronze: then re-open here too); every table's reads
+        # share it.
+        bronze = (bronze_dt.to_pyarrow_dataset() if not pending or bronze_dt.version() == appended.version
+                  else bronze_dataset(settings, client))
         t2 = time.perf_counter()
         result.timings["bronze"] = t2 - t1
         # The batch is sealed in bronze: the manifest and every table's silver go on side by side.
@@ -244,16 +248,19 @@ def _read_batch(settings: Settings, pending: list[LandingFile], con: duckdb.Duck
         landed = pa.concat_tables([landed, corrections.select(landed.column_names).cast(landed.schema)])
     rows = changes.bronze_rows(con, landed, batch, now)
     result.files, result.events = len(pending), rows.num_rows
+    # The model table of each row, by its topic (the bronze partition), then one de-duplication for all tables.
+    table_of = {f.topic: f.table for f in pending}
+    topics = pa.array(list(table_of), pa.string())
+    tables = pc.take(pa.array(list(table_of.values()), pa.string()), pc.index_in(rows["kafka_topic"], topics))
+    rows = rows.set_column(rows.schema.get_field_index(BRONZE_TABLE), rows.schema.field(BRONZE_TABLE),
+                           pc.fill_null(tables, ""))
+    unique = unique_changes(con, rows)
+    received = {c["values"]: c["counts"] for c in pc.value_counts(rows[BRONZE_TABLE]).to_pylist()}
     per_table: dict[str, pa.Table] = {}
-    for table in sorted({f.table for f in pending}):
-        topic = next(f.topic for f in pending if f.table == table)
-        table_rows = rows.filter(pc.equal(rows["kafka_topic"], topic))
-        table_rows = table_rows.set_column(table_rows.schema.get_field_index(BRONZE_TABLE),
-                                           table_rows.schema.field(BRONZE_TABLE),
-                                           pa.array([table] * table_rows.num_rows, pa.string()))
-        per_table[table] = unique_changes(con, table_rows)
+    for table in sorted(set(table_of.values())):
+        per_table[table] = unique.filter(pc.equal(unique[BRONZE_TABLE], table))
         result.tables.setdefault(table, TableApply(table)).bronze_duplicates = (
-            table_rows.num_rows - per_table[table].num_rows)
+            received.get(table, 0) - per_table[table].num_rows)
     return per_table
 
 

@@ -115,16 +115,20 @@ def files_of_batch(dt: DeltaTable, batch: int) -> list[dict]:
     return found
 
 
-def append_bronze(settings: Settings, client: str, rows: pa.Table, batch: int, files: list[dict]) -> BronzeAppend:
+def append_bronze(settings: Settings, client: str, rows: pa.Table, batch: int, files: list[dict],
+                  dt: DeltaTable | None = None) -> BronzeAppend:
     """Append the batch's events of all tables (each change once, see `unique_changes`) minus the changes bronze
     holds from earlier deliveries, in one commit that seals `batch` (see the module docstring).
 
     `files` describes the batch's landing files (recorded in the commit). The commit is made even when every
-    event was a duplicate: the seal is what later applies go by."""
+    event was a duplicate: the seal is what later applies go by. `dt`: bronze as the caller opened it (a retry
+    re-opens it); it is at the new version afterwards."""
     url = bronze_url(settings, client)
+    opened = [dt]
 
     def step() -> BronzeAppend:
-        dt = open_table(settings, url)
+        dt = opened.pop() if opened and opened[0] is not None else open_table(settings, url)
+        opened.clear()
         assert dt is not None, f"bronze table missing: {url}"
         if sealed_batch(dt) >= batch:  # a retried step whose commit had gone through
             return BronzeAppend(0, dt.version(), 0, {})

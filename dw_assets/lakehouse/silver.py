@@ -94,7 +94,7 @@ def _filter_applicable(con: duckdb.DuckDBPyConnection, latest: pa.Table, current
             con.unregister(n)
 
 
-def _key_filter(latest: pa.Table, keys: Sequence[str]) -> pads.Expression:
+def key_filter(latest: pa.Table, keys: Sequence[str]) -> pads.Expression:
     """A filter on silver selecting at least the rows of `latest`'s keys: per key column its values and their
     range (the range is what file statistics prune by; a composite key gives a superset, joined exactly later)."""
     where = None
@@ -158,7 +158,7 @@ def merge_silver(settings: Settings, client: str, table: str, keys: Sequence[str
     `tombs` are the deletes that can hold changes back (default: read from bronze, `read_tombstones`); `batch`
     is recorded in the commit as silver's progress (application transaction `SILVER_APP`); `dt` is silver as
     the caller opened it (a retry re-opens it). Only silver's rows of
-    the batch's keys are read (`_key_filter`: file statistics prune the rest). Retries the whole step
+    the batch's keys are read (`key_filter`: file statistics prune the rest). Retries the whole step
     (re-reading silver) when a concurrent writer wins the commit.
     """
     latest = latest_per_key(typed, keys, after=truncated_at)
@@ -169,7 +169,7 @@ def merge_silver(settings: Settings, client: str, table: str, keys: Sequence[str
         tombs = read_tombstones(settings, client, table, con, key_fields, int(pc.min(latest[SEQ]).as_py()))
     url = table_url(settings, "silver", client, table)
     data = list(columns) + list(ORDER_COLUMNS) + [SOURCE_TS]
-    where = _key_filter(latest, keys)
+    where = key_filter(latest, keys)
     props = CommitProperties(app_transactions=[Transaction(SILVER_APP, batch)]) if batch is not None else None
     opened = [dt]
 
