@@ -72,11 +72,6 @@ def history_schema(table: Table) -> pa.Schema:
     ])
 
 
-def tombstone_schema(table: Table) -> pa.Schema:
-    keys = [pa.field(c.name, arrow_type(c.type), nullable=False) for c in table.key_columns]
-    return pa.schema(keys + order_fields() + [pa.field("_dw_deleted_at", UTC_TS, nullable=False)])
-
-
 def manifest_schema() -> pa.Schema:
     return pa.schema([
         pa.field("file", pa.string(), nullable=False), pa.field("table", pa.string(), nullable=False),
@@ -84,11 +79,6 @@ def manifest_schema() -> pa.Schema:
         pa.field("start_offset", pa.int64(), nullable=False), pa.field("rows", pa.int64(), nullable=False),
         pa.field("batch", pa.int64(), nullable=False), pa.field("applied_at", UTC_TS, nullable=False),
     ])
-
-
-def progress_schema() -> pa.Schema:
-    return pa.schema([pa.field("table", pa.string(), nullable=False), pa.field("batch", pa.int64(), nullable=False),
-                      pa.field("applied_at", UTC_TS, nullable=False)])
 
 
 def truncations_schema() -> pa.Schema:
