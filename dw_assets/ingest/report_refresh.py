@@ -1,13 +1,17 @@
 """Reports follow silver without a run: after a micro-batch changed a client's silver, the service rebuilds that
 client's gold tables and report pages (the reports stage's public `build_client_reports`) within
-`reports_debounce_seconds`, and the portfolio at most once a minute. One background thread, so report queries
-never take both cores from the apply; a client changing every second is rebuilt at most once per debounce window.
+`reports_debounce_seconds`, and the portfolio at most once a minute. One build at a time, in a worker process of
+its own: report queries then never take both cores from the apply, nor its interpreter lock (in-process, a build
+slowed every micro-batch of the service); a client changing every second is rebuilt at most once per window.
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 from dw_assets.model import StandardModel
@@ -16,6 +20,26 @@ from dw_assets.settings import Settings
 log = logging.getLogger(__name__)
 
 PORTFOLIO_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True)
+class BuiltReport:
+    """What a build in the worker process hands back (not the gold tables themselves)."""
+
+    name: str
+    rows: int
+
+
+def _build_in_worker(settings: Settings, model: StandardModel, scope: str, clients: list[str]
+                     ) -> tuple[list[BuiltReport], list[str]]:
+    from dw_assets.reports.build import build_client_reports, build_portfolio_reports
+
+    if scope == "portfolio":
+        results, pages = build_portfolio_reports(settings, clients, model=model)
+    else:
+        results, pages = build_client_reports(settings, scope, model=model)
+    return [BuiltReport(r.name, r.table.num_rows) for r in results], [str(p) for p in pages]
+
 # (scope "client name" or "portfolio", results, pages, started, ended) after each build
 OnBuilt = Callable[[str, list, list, float, float], None]
 
@@ -47,6 +71,8 @@ class ReportRefresher:
         self._stop = False
         self.errors: dict[str, str] = {}
         self.built = 0
+        # spawn: a clean interpreter (forking a process with running threads copies their locks held)
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         self._thread = threading.Thread(target=self._loop, name="ingest-reports", daemon=True)
         self._thread.start()
 
@@ -62,6 +88,7 @@ class ReportRefresher:
             self._stop = True
             self._cv.notify()
         self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _next(self) -> tuple[str | None, float]:
         """(client due now, or None; seconds until the next one is due). A client is built once the debounce
@@ -93,25 +120,12 @@ class ReportRefresher:
                     self._portfolio_dirty = False
                     self._last_portfolio = time.monotonic()
                 clients = sorted(self._clients)
-            if client is not None:
-                self._build(client, lambda: self._build_client(client))
-            else:
-                self._build("portfolio", lambda: self._build_portfolio(clients))
+            self._build(client or "portfolio", clients)
 
-    def _build_client(self, client: str) -> tuple[list, list]:
-        from dw_assets.reports.build import build_client_reports
-
-        return build_client_reports(self.settings, client, model=self.model)
-
-    def _build_portfolio(self, clients: list[str]) -> tuple[list, list]:
-        from dw_assets.reports.build import build_portfolio_reports
-
-        return build_portfolio_reports(self.settings, clients, model=self.model)
-
-    def _build(self, scope: str, build: Callable[[], tuple[list, list]]) -> None:
+    def _build(self, scope: str, clients: list[str]) -> None:
         started = time.time()
         try:
-            results, pages = build()
+            results, pages = self._pool.submit(_build_in_worker, self.settings, self.model, scope, clients).result()
         except Exception as e:  # noqa: BLE001 - a report failing never stops ingestion; retried on the next change
             log.warning("reports of %s not rebuilt: %s: %s", scope, type(e).__name__, e)
             self.errors[scope] = f"{type(e).__name__}: {e}"
