@@ -63,7 +63,7 @@ class ServiceOptions:
     # on busy cores. In between, the apply's own guards refuse a dropped or retyped column for that table.
     gate_ttl_s: float = 5.0
     dagster: bool = True  # report micro-batches to the Dagster instance (runless materializations)
-    dagster_interval_s: float = 3.0
+    dagster_interval_s: float = 5.0  # SQLite instance: ~10 ms CPU per event; a flush after the last ends
     reports: bool = True
     reports_debounce_s: float | None = None  # default: settings.reports_debounce_seconds
     batch_log: Path | None = None  # JSON lines, one per micro-batch (the benchmark reads it)
