@@ -292,3 +292,22 @@ def test_the_service_and_a_sensor_run_never_write_one_client_at_once(settings: S
     r = ingest_batch_job.execute_in_process(run_config=config, resources=resources,
                                             instance=dg.DagsterInstance.ephemeral())
     assert [e.asset_key for e in r.all_events if e.is_step_materialization] == [LANDING_FILES]
+
+
+def test_the_service_picks_up_clients_activated_and_paused_in_the_registry(settings: Settings):
+    from dw_assets.landing import land_client
+    from dw_assets.landing.sample_events import produce_changes
+    from dw_assets.onboarding.registry import register_client, set_status
+
+    client = unique_client("ir")
+    produce_changes(settings, client, ["orders"], 5)
+    service, t = _start_service(settings, None)  # None: the registry's active clients
+    try:
+        register_client(settings, client, status="active")
+        _wait(lambda: client in served_clients(settings), 30, "the activated client to be served")
+        set_status(settings, client, "paused", changed_by="test")
+        _wait(lambda: client not in served_clients(settings), 30, "the paused client to be let go")
+        land_client(settings, client)  # its landing lock is free again (no LandingBusy)
+    finally:
+        service.stop()
+        t.join(60)

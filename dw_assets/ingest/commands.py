@@ -67,6 +67,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         dagster=not args.no_dagster, reports=not args.no_reports,
         batch_log=Path(args.batch_log) if args.batch_log else None,
         report_log=Path(args.report_log) if args.report_log else None)
+    # The Dagster instance's SQLite migrations and the report engine log every call at INFO.
+    import logging
+
+    for noisy in ("alembic", "dw_assets.reports"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     service = IngestService(settings, options)
     previous = {sig: signal.signal(sig, lambda *_: service.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
     console.print(f"ingest: serving shard {args.shard} (Ctrl-C stops)")

@@ -34,6 +34,25 @@ class RunlessEvents:
         self._check_state: dict[str, bool] = {}
         self._next = time.monotonic() + interval_s
         self.reported = 0
+        self._instance: Any = None
+
+    def _open(self) -> Any:
+        """One instance for the service's life: opening it costs an Alembic schema check each time. The first
+        open goes through the home lock (two processes creating a fresh instance's storage at once break it)."""
+        if self._instance is None:
+            import dagster as dg
+
+            from dw_assets.onboarding.dagster_partitions import dagster_instance
+
+            with dagster_instance(self.settings):
+                pass
+            self._instance = dg.DagsterInstance.from_config(str(self.settings.dagster_home))
+        return self._instance
+
+    def close(self) -> None:
+        if self._instance is not None:
+            self._instance.dispose()
+            self._instance = None
 
     def add(self, key: Key, client: str, counts: dict[str, float], last: dict[str, Any] | None = None) -> None:
         with self._lock:
@@ -67,20 +86,18 @@ class RunlessEvents:
         try:
             import dagster as dg
 
-            from dw_assets.onboarding.dagster_partitions import dagster_instance
-
-            with dagster_instance(self.settings) as inst:
-                for (key, client), acc in counts.items():
-                    md: dict[str, Any] = {k: (int(v) if float(v).is_integer() else round(v, 3)) for k, v in acc.items()}
-                    md.update(last.get((key, client), {}))
-                    md["source"] = "dw ingest run"
-                    inst.report_runless_asset_event(dg.AssetMaterialization(
-                        asset_key=dg.AssetKey(list(key)), partition=client, metadata=md))
-                for client, (passed, breaking, markdown) in checks.items():
-                    inst.report_runless_asset_event(dg.AssetCheckEvaluation(
-                        asset_key=dg.AssetKey(list(SCHEMA_KEY)), check_name=SCHEMA_CHECK, partition=client,
-                        passed=passed, severity=dg.AssetCheckSeverity.ERROR,
-                        metadata={"breaking": breaking, "differences": dg.MetadataValue.md(markdown)}))
+            inst = self._open()
+            for (key, client), acc in counts.items():
+                md: dict[str, Any] = {k: (int(v) if float(v).is_integer() else round(v, 3)) for k, v in acc.items()}
+                md.update(last.get((key, client), {}))
+                md["source"] = "dw ingest run"
+                inst.report_runless_asset_event(dg.AssetMaterialization(
+                    asset_key=dg.AssetKey(list(key)), partition=client, metadata=md))
+            for client, (passed, breaking, markdown) in checks.items():
+                inst.report_runless_asset_event(dg.AssetCheckEvaluation(
+                    asset_key=dg.AssetKey(list(SCHEMA_KEY)), check_name=SCHEMA_CHECK, partition=client,
+                    passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"breaking": breaking, "differences": dg.MetadataValue.md(markdown)}))
         except Exception as e:  # noqa: BLE001 - see docstring
             log.warning("could not report %d event(s) to Dagster: %s", len(counts) + len(checks), e)
             return 0

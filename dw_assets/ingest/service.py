@@ -378,3 +378,4 @@ class IngestService:
             self.reports.close()
         if self.events is not None:
             self.events.flush()
+            self.events.close()
