@@ -59,9 +59,10 @@ class ServiceOptions:
     backoff_s: float = 2.0
     max_backoff_s: float = 60.0
     gate_recheck_s: float = 10.0  # a client stopped by the conformance gate is checked again this often
-    # A conforming client's schema is read again at most this often, not per micro-batch: the read costs 0.1-1 s
-    # on busy cores. In between, the apply's own guards refuse a dropped or retyped column for that table.
-    gate_ttl_s: float = 5.0
+    # A conforming client's schema is read again at most this often, not per micro-batch: the read cost 0.75 s
+    # per batch (median) on busy cores. In between, the apply's own guards refuse a dropped or retyped column
+    # for that table, so nothing diverges silently; the gate then stops the whole client at its next read.
+    gate_ttl_s: float = 30.0
     dagster: bool = True  # report micro-batches to the Dagster instance (runless materializations)
     dagster_interval_s: float = 5.0  # SQLite instance: ~10 ms CPU per event; a flush after the last ends
     reports: bool = True
