@@ -243,7 +243,7 @@ class IngestService:
         except Exception as e:  # noqa: BLE001 - see _fail
             log.exception("ingest: apply %s failed", c.name)
             self._fail(c, APPLY_CHECK, f"{type(e).__name__}: {e}")
-            c.dirty = True
+            c.dirty, c.conformance = True, None
             return
         finally:
             c.applying = False
@@ -272,6 +272,7 @@ class IngestService:
         if out.error:
             self._fail(c, APPLY_CHECK, out.error)
             c.dirty = True  # the failed tables catch up from bronze on the next batch
+            c.conformance = None  # a table refused (e.g. a dropped column): read the schema again next time
         else:
             self._recover(c, APPLY_CHECK)
 
