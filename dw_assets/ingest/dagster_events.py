@@ -3,13 +3,16 @@ bronze/<table>, silver/<table> (and silver_history/<table>) for the client's par
 schema check when its result changes, reported with `DagsterInstance.report_runless_asset_event`.
 
 Aggregated: counts are summed per (asset, client) and reported at most every `interval_s`, so a service applying
-a batch per second per client never makes the event log (SQLite locally) its bottleneck. The catalog,
+a batch per second per client never makes the event log (SQLite locally) its bottleneck; the writes run in a
+worker process. The catalog,
 partitions view and automation conditions see these like run materializations.
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
+from concurrent.futures import ProcessPoolExecutor
 import time
 from typing import Any
 
@@ -34,25 +37,10 @@ class RunlessEvents:
         self._check_state: dict[str, bool] = {}
         self._next = time.monotonic() + interval_s
         self.reported = 0
-        self._instance: Any = None
-
-    def _open(self) -> Any:
-        """One instance for the service's life: opening it costs an Alembic schema check each time. The first
-        open goes through the home lock (two processes creating a fresh instance's storage at once break it)."""
-        if self._instance is None:
-            import dagster as dg
-
-            from dw_assets.onboarding.dagster_partitions import dagster_instance
-
-            with dagster_instance(self.settings):
-                pass
-            self._instance = dg.DagsterInstance.from_config(str(self.settings.dagster_home))
-        return self._instance
-
-    def close(self) -> None:
-        if self._instance is not None:
-            self._instance.dispose()
-            self._instance = None
+        # The writes (SQLAlchemy on the instance's storage: ~10-15 ms of Python per event here) run in a worker
+        # process of their own: in the service's interpreter they held its lock for seconds per flush, stalling
+        # the landing writers and the apply threads.
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
     def add(self, key: Key, client: str, counts: dict[str, float], last: dict[str, Any] | None = None) -> None:
         with self._lock:
@@ -73,6 +61,9 @@ class RunlessEvents:
     def due(self) -> bool:
         return time.monotonic() >= self._next
 
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
     def flush(self) -> int:
         """Report what accumulated; returns the number of events. Never raises: Dagster being unavailable must not
         stop ingestion (the counts are dropped with a warning, the data itself is in the lake)."""
@@ -83,27 +74,47 @@ class RunlessEvents:
             checks, self._checks = self._checks, {}
         if not counts and not checks:
             return 0
+        materializations = []
+        for (key, client), acc in counts.items():
+            md: dict[str, Any] = {k: (int(v) if float(v).is_integer() else round(v, 3)) for k, v in acc.items()}
+            md.update(last.get((key, client), {}))
+            md["source"] = "dw ingest run"
+            materializations.append((key, client, md))
+        check_list = [(c, *v) for c, v in checks.items()]
         try:
-            import dagster as dg
-
-            inst = self._open()
-            for (key, client), acc in counts.items():
-                md: dict[str, Any] = {k: (int(v) if float(v).is_integer() else round(v, 3)) for k, v in acc.items()}
-                md.update(last.get((key, client), {}))
-                md["source"] = "dw ingest run"
-                inst.report_runless_asset_event(dg.AssetMaterialization(
-                    asset_key=dg.AssetKey(list(key)), partition=client, metadata=md))
-            for client, (passed, breaking, markdown) in checks.items():
-                inst.report_runless_asset_event(dg.AssetCheckEvaluation(
-                    asset_key=dg.AssetKey(list(SCHEMA_KEY)), check_name=SCHEMA_CHECK, partition=client,
-                    passed=passed, severity=dg.AssetCheckSeverity.ERROR,
-                    metadata={"breaking": breaking, "differences": dg.MetadataValue.md(markdown)}))
+            n = self._pool.submit(_report, self.settings, materializations, check_list).result()
         except Exception as e:  # noqa: BLE001 - see docstring
             log.warning("could not report %d event(s) to Dagster: %s", len(counts) + len(checks), e)
             return 0
-        n = len(counts) + len(checks)
         self.reported += n
         return n
+
+
+_instance: Any = None  # the worker process's instance, opened once (each open re-runs Alembic's schema check)
+
+
+def _report(settings: Settings, materializations: list[tuple[Key, str, dict[str, Any]]],
+            checks: list[tuple[str, bool, int, str]]) -> int:
+    """In the worker process: write the events. The first open goes through the Dagster home's lock (two
+    processes creating a fresh instance's storage at once break it)."""
+    global _instance
+    import dagster as dg
+
+    if _instance is None:
+        from dw_assets.onboarding.dagster_partitions import dagster_instance
+
+        with dagster_instance(settings):
+            pass
+        _instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
+    for key, client, md in materializations:
+        _instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=dg.AssetKey(list(key)), partition=client, metadata=md))
+    for client, passed, breaking, markdown in checks:
+        _instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(list(SCHEMA_KEY)), check_name=SCHEMA_CHECK, partition=client, passed=passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"breaking": breaking, "differences": dg.MetadataValue.md(markdown)}))
+    return len(materializations) + len(checks)
 
 
 def apply_counts(result: Any) -> dict[Key, dict[str, float]]:
