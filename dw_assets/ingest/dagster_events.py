@@ -10,13 +10,13 @@ partitions view and automation conditions see these like run materializations.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
-from concurrent.futures import ProcessPoolExecutor
 import time
 from typing import Any
 
 from dw_assets.settings import Settings
+
+from .worker_process import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RunlessEvents:
         # The writes (SQLAlchemy on the instance's storage: ~10-15 ms of Python per event here) run in a worker
         # process of their own: in the service's interpreter they held its lock for seconds per flush, stalling
         # the landing writers and the apply threads.
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = worker_pool()
 
     def add(self, key: Key, client: str, counts: dict[str, float], last: dict[str, Any] | None = None) -> None:
         with self._lock:

@@ -7,16 +7,15 @@ slowed every micro-batch of the service); a client changing every second is rebu
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
+
+from .worker_process import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +72,8 @@ class ReportRefresher:
         self._stop = False
         self.errors: dict[str, str] = {}
         self.built = 0
-        # spawn: a clean interpreter (forking a process with running threads copies their locks held). Niced: on
-        # two busy cores silver freshness comes first, reports take the CPU the apply leaves.
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=os.nice, initargs=(REPORT_NICENESS,))
+        # Niced: on two busy cores silver freshness comes first, reports take the CPU the apply leaves.
+        self._pool = worker_pool(niceness=REPORT_NICENESS)
         self._thread = threading.Thread(target=self._loop, name="ingest-reports", daemon=True)
         self._thread.start()
 
