@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "workload": ("dw_assets.workload.commands", "run a mixed insert/update/delete workload on client databases"),
     "cdc": ("dw_assets.cdc.commands", "change data capture: MariaDB binlog -> Debezium-format Kafka topics"),
     "landing": ("dw_assets.landing.commands", "land CDC topics as Parquet files; landing lag"),
+    "ingest": ("dw_assets.ingest.commands", "the ingest service: land and apply every active client continuously"),
     "lake": ("dw_assets.lakehouse.commands", "Delta lake: create tables, apply landing files, maintain"),
     "drift": ("dw_assets.checks.commands", "schema drift of client databases vs the model (exit 1 if breaking)"),
     "reconcile": ("dw_assets.checks.commands", "compare silver with the source; --repair re-reads differing keys"),

@@ -125,6 +125,10 @@ class Settings:
     # A sensor-started ingest run keeps landing and applying its clients while they still have lag, for up to
     # this many seconds: a new run costs a process start and a sensor tick (~20-30 s on two loaded cores).
     ingest_drain_seconds: float = 120.0
+    # `dw ingest run` writes a heartbeat every second; older than this, the lag sensor takes its clients over.
+    ingest_heartbeat_stale_seconds: float = 15.0
+    # After a batch changed a client's silver, the ingest service rebuilds its reports within this many seconds.
+    reports_debounce_seconds: float = 10.0
     # The reconciliation check repairs the differing keys it confirms (`dw reconcile --repair`) instead of only
     # alerting.
     reconcile_repair: bool = False
@@ -295,6 +299,8 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         landing_shards=_int(env, "DW_LANDING_SHARDS", 16),
         apply_threads=_int(env, "DW_APPLY_THREADS", 2),
         ingest_drain_seconds=_float(env, "DW_INGEST_DRAIN_SECONDS", 120.0),
+        ingest_heartbeat_stale_seconds=_float(env, "DW_INGEST_HEARTBEAT_STALE_SECONDS", 15.0),
+        reports_debounce_seconds=_float(env, "DW_REPORTS_DEBOUNCE_SECONDS", 10.0),
         reconcile_repair=env.get("DW_RECONCILE_REPAIR", "0").strip().lower() in ("1", "true", "yes"),
         cdc_time_precision_mode=_choice(env, "DW_CDC_TIME_PRECISION_MODE",
                                         ("adaptive_time_microseconds", "adaptive", "connect")),

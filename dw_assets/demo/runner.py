@@ -1,6 +1,7 @@
 """`dw demo`: the whole flow on the local stack, driven by Dagster's daemon the way production runs it.
 
-stack up -> seed (new clients only) -> capture service -> onboard -> Dagster daemon (+ webserver) -> workload and
+stack up -> seed (new clients only) -> capture service -> ingest service (unless --sensors) -> onboard -> Dagster
+daemon (+ webserver) -> workload and
 freshness probe -> (with a duration) catch up, rebuild reports, summary, exit code = silver equals source.
 Everything the demo starts (capture service, Dagster processes, workload and probe threads) it stops again, on
 Ctrl-C and SIGTERM too; the stack stays up for the next command (`dw stack down` stops it).
@@ -52,6 +53,9 @@ class DemoOptions:
     marker_interval: float = 5.0
     mariadb_port: int | None = None
     kafka_port: int | None = None
+    # True: `dw ingest run` lands and applies every client continuously (the lag sensor leaves them alone while
+    # its heartbeat is fresh); False (`--sensors`): the Kafka-lag sensor's runs do it, as before the service.
+    service: bool = True
 
 
 class WorkloadThread:
@@ -109,6 +113,7 @@ class DemoRunner:
     # filled while running
     clients: dict[str, str] = field(default_factory=dict)
     capture_pid: int | None = None
+    ingest_pid: int | None = None
     dagster: DagsterProcesses | None = None
     workload: WorkloadThread | None = None
     probe: FreshnessProbe | None = None
@@ -180,6 +185,8 @@ class DemoRunner:
         self._check_stop()
         self._start_capture()
         self._check_stop()
+        if o.service:
+            self._start_ingest()  # serves each client from the moment onboarding activates it
         self._onboard()
         self._check_stop()
         self.say("waiting for the Dagster daemon (sensors) to come up")
@@ -236,6 +243,12 @@ class DemoRunner:
         if not pid_alive(self.capture_pid):
             raise DemoError(f"the capture service exited at start; log {log}:\n{tail(log)}")
 
+    def _start_ingest(self) -> None:
+        log = self.log_dir / "ingest.log"
+        cmd = [sys.executable, "-m", "dw_assets.cli", "--home", str(self.settings.home), "ingest", "run"]
+        self.ingest_pid = spawn(cmd, log, cwd=Path(__file__).resolve().parents[2]).pid
+        self.say(f"ingest service started (pid {self.ingest_pid}, log {log}); `dw ingest status` shows it")
+
     def _onboard(self) -> None:
         from dw_assets.onboarding.batch import ClientSpec, onboard_many
         from dw_assets.onboarding.progress import ConsoleObserver
@@ -256,7 +269,10 @@ class DemoRunner:
         c.print(f"reports:         {self.settings.reports_dir}/index.html" if self.model and self.model.reports_dir
                 else "reports:         none (the model has no reports)")
         c.print(f"lake / landing:  {self.settings.lake_url} / {self.settings.landing_url}")
-        c.print(f"logs:            {self.log_dir}/ (cdc.log, dagster-daemon.log, dagster-webserver.log)")
+        c.print(f"logs:            {self.log_dir}/ (cdc.log, {'ingest.log, ' if self.ingest_pid else ''}"
+                f"dagster-daemon.log, dagster-webserver.log)")
+        c.print("ingest:          " + ("the ingest service (`dw ingest run`) lands and applies continuously"
+                                       if self.ingest_pid else "the Kafka-lag sensor starts ingest runs (--sensors)"))
         how = f"after {self.options.duration:g}s of workload, or " if self.options.duration else ""
         c.print(f"stop:            {how}Ctrl-C (stops the capture service, workload and Dagster; "
                 f"the stack keeps running: `dw stack down`)")
@@ -283,6 +299,9 @@ class DemoRunner:
         if self.capture_pid and not pid_alive(self.capture_pid):
             raise DemoError(f"the capture service stopped; log {self.log_dir / 'cdc.log'}:\n"
                             f"{tail(self.log_dir / 'cdc.log')}")
+        if self.ingest_pid and not pid_alive(self.ingest_pid):
+            raise DemoError(f"the ingest service stopped; log {self.log_dir / 'ingest.log'}:\n"
+                            f"{tail(self.log_dir / 'ingest.log')}")
         if self.dagster:
             dead = [n for n, alive in self.dagster.alive().items() if not alive]
             if dead:
@@ -375,6 +394,8 @@ class DemoRunner:
             stopped.append("workload")
         if self.probe:
             self.probe.stop()
+        if self.ingest_pid and stop_pid(self.ingest_pid, timeout=60.0):
+            stopped.append(f"ingest service (pid {self.ingest_pid})")
         if self.capture_pid and stop_pid(self.capture_pid, timeout=30.0):
             stopped.append(f"capture service (pid {self.capture_pid})")
         if self.dagster:

@@ -5,12 +5,9 @@ validate -> register -> topics -> partition -> tables -> snapshot -> land -> app
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from dw_assets.landing.client_lock import LandingBusy
-from dw_assets.landing.writer import land_client
 from dw_assets.lakehouse.apply import apply_client
 from dw_assets.lakehouse.tables import ensure_client_tables
 from dw_assets.model import StandardModel
@@ -122,17 +119,14 @@ def snapshot(ctx: OnboardingContext) -> Detail:
 
 
 def land(ctx: OnboardingContext) -> Detail:
+    from dw_assets.ingest import land_or_await
+
     policy = get_options(ctx.settings, ctx.client).flush_policy()
-    deadline = time.monotonic() + ctx.landing_busy_timeout_s
-    while True:
-        try:
-            report = land_client(ctx.settings, ctx.client, database=ctx.database, policy=policy)
-            break
-        except LandingBusy:
-            # Active clients are landed by the landing sensor too; its run covers our snapshot or ends soon.
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+    # Active clients are landed by the ingest service or a sensor run too: then wait until they landed it all.
+    report = land_or_await(ctx.settings, ctx.client, ctx.database, policy=policy,
+                           timeout_s=ctx.landing_busy_timeout_s)
+    if report is None:
+        return {"summary": "landed by the running ingest service or landing run", "landed_by_other": True}
     if not report.complete:
         raise RuntimeError(f"landing of {ctx.client} stopped before the end offsets: {report.summary()}")
     return {"summary": f"{report.records} record(s) in {len(report.files)} file(s)", **report.summary()}
