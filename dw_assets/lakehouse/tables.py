@@ -15,6 +15,7 @@ from dw_assets.contracts import LANDING_SCHEMA
 from dw_assets.model import StandardModel, Table, arrow_type
 from dw_assets.settings import Settings
 
+from .interchange import spark_readable
 from .ordering import SEQ, SEQ_END, SEQ_END_ROW, SEQ_ROW, SEQ_TYPE
 from .paths import meta_url, model_meta_url, storage_options, table_exists, table_url
 
@@ -47,7 +48,7 @@ def order_fields() -> list[pa.Field]:
 
 
 def data_fields(table: Table) -> list[pa.Field]:
-    return [pa.field(c.name, arrow_type(c.type), nullable=c.nullable) for c in table.columns]
+    return [spark_readable(pa.field(c.name, arrow_type(c.type), nullable=c.nullable)) for c in table.columns]
 
 
 def silver_schema(table: Table) -> pa.Schema:
@@ -67,7 +68,7 @@ def history_schema(table: Table) -> pa.Schema:
 
 
 def tombstone_schema(table: Table) -> pa.Schema:
-    keys = [pa.field(c.name, arrow_type(c.type), nullable=False) for c in table.key_columns]
+    keys = [spark_readable(pa.field(c.name, arrow_type(c.type), nullable=False)) for c in table.key_columns]
     return pa.schema(keys + order_fields() + [pa.field("_dw_deleted_at", UTC_TS, nullable=False)])
 
 
