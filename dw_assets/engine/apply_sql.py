@@ -82,3 +82,41 @@ def merge_silver(silver_url: str, source_view: str, keys: Sequence[str], data: S
 def truncate(silver_url: str, at: ChangeOrder) -> str:
     """Every silver row older than the TRUNCATE at `at`."""
     return f"DELETE FROM {delta_path(silver_url)} WHERE {before(at)}"
+
+
+def history_versions(changes_view: str, truncates_view: str, keys: Sequence[str], columns: Sequence[str]) -> str:
+    """SCD2 versions of every key in `changes_view` (typed changes) and `truncates_view` (`_dw_seq`,
+    `_dw_seq_row`, `_dw_source_ts_ms`): each upsert starts a version, the next change of the key (or a delete, or a
+    TRUNCATE) ends it. The same chain the local engine builds incrementally (lakehouse/history.py)."""
+    from dw_assets.lakehouse.ordering import SEQ_END, SEQ_END_ROW
+
+    k = ", ".join(bq(c) for c in keys)
+    data = ", ".join(bq(c) for c in columns)
+    trunc_data = ", ".join(bq(c) if c in keys else f"NULL AS {bq(c)}" for c in columns)
+    seq, row, ts = bq(SEQ), bq(SEQ_ROW), bq("_dw_source_ts_ms")
+    return f"""
+    WITH events AS (
+        SELECT {data}, CASE WHEN `_dw_op` = 'd' THEN 'd' ELSE 'u' END AS op, {seq} AS seq, {row} AS seq_row,
+               {ts} AS ts FROM {bq(changes_view)}
+        UNION ALL
+        SELECT {trunc_data}, 'd', tr.{seq}, tr.{row}, tr.{ts}
+          FROM (SELECT DISTINCT {k} FROM {bq(changes_view)}) keys_ CROSS JOIN {bq(truncates_view)} tr
+    ),
+    uniq AS (SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {k}, seq, seq_row ORDER BY seq) AS rn
+                              FROM events) WHERE rn = 1),
+    chain AS (SELECT *, lead(seq) OVER w AS seq_end, lead(seq_row) OVER w AS seq_end_row, lead(ts) OVER w AS ts_end
+                FROM uniq WINDOW w AS (PARTITION BY {k} ORDER BY seq, seq_row))
+    SELECT {data}, seq AS {seq}, seq_row AS {row}, seq_end AS {bq(SEQ_END)}, seq_end_row AS {bq(SEQ_END_ROW)},
+           timestamp_millis(ts) AS `valid_from`, timestamp_millis(ts_end) AS `valid_to`,
+           seq_end IS NULL AS `is_current`, ts AS {ts}
+      FROM chain WHERE op = 'u'"""
+
+
+def merge_history(history_url: str, source_view: str, keys: Sequence[str], columns: Sequence[str]) -> str:
+    """Upsert versions on (key, start of the version): a re-run rewrites them unchanged."""
+    on = " AND ".join(f"t.{bq(c)} = s.{bq(c)}" for c in [*keys, *ORDER_COLUMNS])
+    sets = ", ".join(f"t.{bq(c)} = s.{bq(c)}" for c in columns)
+    return (f"MERGE INTO {delta_path(history_url)} t USING {bq(source_view)} s ON {on} "
+            f"WHEN MATCHED THEN UPDATE SET {sets} "
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(bq(c) for c in columns)}) "
+            f"VALUES ({', '.join('s.' + bq(c) for c in columns)})")

@@ -86,7 +86,23 @@ def apply_table(spark, settings: Settings, client: str, t: Table, events: pa.Tab
     if todo.num_rows:
         _view(spark, "dw_todo", todo)
         spark.sql(q.merge_silver(silver_url, "dw_todo", keys, data)).collect()
+    if t.options.scd2:
+        _apply_history(spark, settings, client, t, events, keys, columns)
     return out
+
+
+def _apply_history(spark, settings: Settings, client: str, t: Table, events: pa.Table, keys: list[str],
+                   columns: list[str]) -> None:
+    """Rebuild the version chains of every key from all its changes (`dw_changes`) and upsert them."""
+    truncates = events.filter(pc.equal(events["op"], "t")).select([*ORDER_COLUMNS, "source_ts_ms"]) \
+        .rename_columns([*ORDER_COLUMNS, SOURCE_TS])
+    _view(spark, "dw_truncates", truncates)
+    history_url = table_url(settings, "silver_history", client, t.name)
+    target = pa.schema(open_table(settings, history_url).schema().to_arrow())
+    versions = spark.sql(q.history_versions("dw_changes", "dw_truncates", keys, columns))
+    _view(spark, "dw_versions", versions.toArrow().select(target.names).cast(
+        pa.schema([f.with_nullable(True) for f in target])))
+    spark.sql(q.merge_history(history_url, "dw_versions", keys, target.names)).collect()
 
 
 # Table properties a Sail-written table cannot carry: Sail 0.7.2 refuses to write a table whose protocol needs
