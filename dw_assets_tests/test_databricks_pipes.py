@@ -93,7 +93,8 @@ def test_apply_runs_as_a_databricks_task_and_reports_materializations(sail, tmp_
     pipes = PipesDatabricksServerlessClient(
         client=workspace, volume_path=volume, poll_interval_seconds=0.1,
         message_reader=PipesUnityCatalogVolumesMessageReader(client=workspace, volume_path=volume, interval=0.2))
-    assets = build_databricks_silver_assets(model, python_file=str(JOB), catalog="main",
+    # No Unity Catalog DDL on Sail: it cannot write change-data-feed tables (the DDL is tested on its own below).
+    assets = build_databricks_silver_assets(model, python_file=str(JOB), catalog="main", create_tables=False,
                                             wheel="/Volumes/main/dw/wheels/dw_assets-0.1.0-py3-none-any.whl")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("clients", [client])
@@ -122,6 +123,26 @@ def test_apply_runs_as_a_databricks_task_and_reports_materializations(sail, tmp_
     assert sorted(rows["account_id"].to_pylist()) == [100, 102]
 
 
-def test_missing_workspace_setting_is_named():
+def test_missing_workspace_setting_is_named_and_the_default_task_creates_tables():
     with pytest.raises(DatabricksSettingError, match="python_file"):
         databricks_apply_task("c1", "s3://lake", python_file="", catalog="main")
+    task = databricks_apply_task("c1", "s3://lake", python_file="/Workspace/dw/databricks_job.py", catalog="main")
+    assert "--create-tables" in task.spark_python_task.parameters
+
+
+def test_unity_catalog_tables_carry_the_properties_the_local_engine_cannot(tmp_path: Path):
+    from dw_assets.engine.unity_catalog import create_table_statements
+
+    model = tiny_model(tmp_path)
+    accounts = next(t for t in model.tables if t.name == "accounts")
+    settings = Settings(lake_url="s3://lake/root")
+    schema, silver, history = create_table_statements(settings, "main", "acme", accounts)
+    assert schema == "CREATE SCHEMA IF NOT EXISTS `main`.`acme`"
+    assert silver.startswith("CREATE TABLE IF NOT EXISTS `main`.`acme`.`silver_accounts` (`account_id` BIGINT NOT NULL, "
+                             "`displayName` STRING, `balance` DECIMAL(14,2) NOT NULL, `opened_at` TIMESTAMP_NTZ NOT NULL, "
+                             "`updated_at` TIMESTAMP")
+    assert "LOCATION 's3://lake/root/silver/acme/accounts'" in silver
+    for prop in ("'delta.enableChangeDataFeed' = 'true'", "'delta.columnMapping.mode' = 'name'",
+                 "'delta.minReaderVersion' = '2'", "'delta.minWriterVersion' = '5'"):
+        assert prop in silver and prop in history
+    assert "`main`.`acme`.`silver_history_accounts`" in history and "`is_current` BOOLEAN NOT NULL" in history

@@ -22,7 +22,8 @@ class DatabricksSettingError(ValueError):
 
 
 def databricks_apply_task(client: str, lake_url: str, *, python_file: str, catalog: str,
-                          model_path: str | None = None, environment_key: str = "dw") -> Any:
+                          model_path: str | None = None, create_tables: bool = True,
+                          environment_key: str = "dw") -> Any:
     """The SubmitTask for one client: a serverless Python task running the job script with its parameters."""
     from databricks.sdk.service import jobs
 
@@ -32,6 +33,8 @@ def databricks_apply_task(client: str, lake_url: str, *, python_file: str, catal
     params = ["--client", client, "--lake-url", lake_url, "--catalog", catalog]
     if model_path:
         params += ["--model", model_path]
+    if create_tables:  # Unity Catalog tables with the model's properties (engine/unity_catalog.py)
+        params.append("--create-tables")
     return jobs.SubmitTask.from_dict({
         "task_key": f"dw_apply_{client}",
         "environment_key": environment_key,
@@ -48,7 +51,7 @@ def serverless_environment(wheel: str, environment_key: str = "dw") -> dict[str,
 
 
 def build_databricks_silver_assets(model: StandardModel, *, python_file: str, catalog: str, wheel: str,
-                                   name: str = "databricks_silver") -> dg.AssetsDefinition:
+                                   create_tables: bool = True, name: str = "databricks_silver") -> dg.AssetsDefinition:
     """Silver of every model table for one client partition, applied on Databricks."""
     specs = [dg.AssetSpec(["silver", t.name], kinds={"databricks", "delta"}, partitions_def=clients_partitions,
                           description=f"Current state of {t.name}, applied by the Spark engine on Databricks")
@@ -59,7 +62,7 @@ def build_databricks_silver_assets(model: StandardModel, *, python_file: str, ca
         settings = dw.load()
         client = context.partition_key
         task = databricks_apply_task(client, settings.lake_url, python_file=python_file, catalog=catalog,
-                                     model_path=settings.model_path)
+                                     model_path=settings.model_path, create_tables=create_tables)
         return databricks.run(task=task, context=context, submit_args=serverless_environment(wheel)).get_results()
 
     return _silver

@@ -31,6 +31,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--client", required=True)
     p.add_argument("--lake-url", required=True, help="the lake's root (s3://… or abfss://… on Databricks)")
     p.add_argument("--catalog", default="main", help="Unity Catalog catalog of the client schemas")
+    p.add_argument("--create-tables", action="store_true",
+                   help="create the Unity Catalog schema and tables (with CDF and column mapping) first")
     p.add_argument("--model", default=None, help="the model file (default: the shipped standard model)")
     p.add_argument("--spark-remote", default=None, help="sc://host:port; default: the cluster's own session")
     args, _pipes = p.parse_known_args(argv)  # the Pipes bootstrap arguments are read by PipesCliArgsParamsLoader
@@ -64,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             spark.conf.set("spark.sql.session.timeZone", "UTC")
             settings = Settings(lake_url=args.lake_url)
             model = load_model(args.model) if args.model else load_model()
+            if args.create_tables:
+                from dw_assets.engine.unity_catalog import create_table_statements
+
+                for t in model.tables:
+                    for statement in create_table_statements(settings, args.catalog, args.client, t):
+                        spark.sql(statement).collect()
             pipes.log.info(f"applying {args.client} on {args.lake_url} (catalog {args.catalog})")
             result = apply_client_spark(spark, settings, args.client, model)
         finally:
