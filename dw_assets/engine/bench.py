@@ -45,9 +45,15 @@ def _feed(settings: Settings, client: str, rows: int, changes: int, seed: int = 
 
 
 def run_spark_bench(quick: bool, runs: int = 3, work_dir: Path | None = None) -> StageResult:
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        return _run(quick, runs, work_dir)
+    with tempfile.TemporaryDirectory(prefix="dw-bench-spark-") as tmp:
+        return _run(quick, runs, Path(tmp))
+
+
+def _run(quick: bool, runs: int, work: Path) -> StageResult:
     rows, changes = (10_000, 1_000) if quick else (100_000, 10_000)
-    work = work_dir or Path(tempfile.mkdtemp(prefix="dw-bench-spark-"))
-    work.mkdir(parents=True, exist_ok=True)
     (work / "model.yaml").write_text(MODEL)
     model = load_model(work / "model.yaml")
     source = Settings(home=work, landing_url=str(work / "landing"), lake_url=str(work / "lake0"))
