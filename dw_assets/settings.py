@@ -136,6 +136,13 @@ class Settings:
     # integer TIME/DATETIME units and digits-only scale-0 DECIMAL strings.
     cdc_time_precision_mode: str = "adaptive_time_microseconds"
     cdc_decimal_handling_mode: str = "string"
+    # ---- engine and Dagster storage (issue #18) ----
+    # The apply step's engine: local (deltalake in this process) or spark (Spark Connect at spark_remote, e.g.
+    # Sail from `dw stack up --spark`, or Databricks through Pipes). dagster_storage: sqlite | postgres.
+    engine: str = "local"
+    spark_remote: str | None = None
+    spark_catalog: str | None = None  # Unity Catalog catalog; None: path-addressed Delta tables in lake_url
+    dagster_storage: str = "sqlite"
 
     # ---- derived locations -------------------------------------------------------------------------------
     @property
@@ -305,4 +312,8 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         cdc_time_precision_mode=_choice(env, "DW_CDC_TIME_PRECISION_MODE",
                                         ("adaptive_time_microseconds", "adaptive", "connect")),
         cdc_decimal_handling_mode=_choice(env, "DW_CDC_DECIMAL_HANDLING_MODE", ("string", "precise", "double")),
+        engine=_choice(env, "DW_ENGINE", ("local", "spark")),
+        spark_remote=env.get("DW_SPARK_REMOTE") or state.get("spark", {}).get("remote") or None,
+        spark_catalog=env.get("DW_SPARK_CATALOG") or None,
+        dagster_storage=_choice(env, "DW_DAGSTER_STORAGE", ("sqlite", "postgres")),
     )

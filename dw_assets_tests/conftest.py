@@ -63,3 +63,16 @@ def s3_settings(stack_settings: Settings, moto_server: MotoServer) -> Settings:
 def unique_client(prefix: str = "c") -> str:
     """A client name no other test uses (tests share one MariaDB server)."""
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def sail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Sail Spark Connect server on a free port for the session; yields its remote (sc://127.0.0.1:port)."""
+    from dw_assets.stack.sail import SailServer
+
+    server = SailServer(tmp_path_factory.mktemp("sail"), find_free_port())
+    pid = server.start()
+    try:
+        yield server.remote
+    finally:
+        server.stop(pid)

@@ -17,7 +17,7 @@ from dw_assets.settings import Settings, load_settings
 
 from .harness import StageResult
 
-STAGES = ("cli", "cdc", "landing", "apply", "reports", "e2e", "onboard", "reconcile", "scale")
+STAGES = ("cli", "cdc", "landing", "apply", "reports", "e2e", "onboard", "reconcile", "scale", "spark")
 
 
 def run_stage(stage: str, settings: Settings, quick: bool, work: Path) -> StageResult:
@@ -58,6 +58,10 @@ def run_stage(stage: str, settings: Settings, quick: bool, work: Path) -> StageR
         from .e2e import run_e2e_bench
 
         return run_e2e_bench(settings, "dagster", quick=quick, work_dir=work / "e2e-dagster")
+    if stage == "spark":
+        from dw_assets.engine.bench import run_spark_bench
+
+        return run_spark_bench(quick, work_dir=work / "spark")
     if stage == "scale":
         from .scale import run_scale_bench
 

@@ -353,7 +353,9 @@ class IngestService:
         hb = self.heartbeat
         with self._lock:
             clients = list(self._clients.values())
-        hb.clients = sorted(c.name for c in clients)
+            # A client let go is still ours until its writer has flushed and released the landing lock.
+            leaving = [c.name for c in self._leaving if c.thread is not None and c.thread.is_alive()]
+        hb.clients = sorted({c.name for c in clients} | set(leaving))
         hb.stopped = {c.name: (c.gated or c.error or "") for c in clients if c.gated or c.error}
         try:
             write_heartbeat(self.settings, hb)

@@ -17,6 +17,7 @@ from dw_assets.contracts import LANDING_SCHEMA
 from dw_assets.model import StandardModel, Table, arrow_type
 from dw_assets.settings import Settings
 
+from .interchange import spark_readable
 from .ordering import SEQ, SEQ_END, SEQ_END_ROW, SEQ_ROW, SEQ_TYPE
 from .paths import bronze_url, meta_url, model_meta_url, storage_options, table_exists, table_url
 
@@ -53,7 +54,7 @@ def order_fields() -> list[pa.Field]:
 
 
 def data_fields(table: Table) -> list[pa.Field]:
-    return [pa.field(c.name, arrow_type(c.type), nullable=c.nullable) for c in table.columns]
+    return [spark_readable(pa.field(c.name, arrow_type(c.type), nullable=c.nullable)) for c in table.columns]
 
 
 def silver_schema(table: Table) -> pa.Schema:

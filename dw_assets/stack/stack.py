@@ -1,4 +1,5 @@
-"""The local stack: MariaDB, the Kafka-protocol broker, an optional S3 endpoint, the landing and lake stores.
+"""The local stack: MariaDB, the Kafka-protocol broker, an optional S3 endpoint, the landing and lake stores,
+optionally Sail (local Spark Connect, `--spark`) and a PostgreSQL for the Dagster instance (`--postgres`).
 
 `up` is idempotent (a running service is reported, not restarted), `down` stops by recorded PID, and the
 state file `$DW_HOME/stack.json` (mode 0600) is what `load_settings` reads to connect every stage.
@@ -7,19 +8,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ..settings import DEFAULT_KAFKA_PORT, DEFAULT_MARIADB_PORT, STATE_FILE
+from . import dagster_home as dagster_home_config
 from .broker import TansuBroker, kafka_answers
+from .dagster_home import REPO_ROOT
 from .mariadb import MariaDBInstance
+from .postgres import PostgresInstance
 from .process import ServiceError, find_free_port, pid_alive
 from .s3 import LOCAL_KEY, MotoServer, ensure_bucket
+from .sail import SailServer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["REPO_ROOT", "Stack", "StackConfig"]
 BROKER_BUCKET = "tansu"
 USERS_UNLOGGED = "users_created_outside_binlog"  # state marker: passwords were never written to the binlog
 
@@ -35,6 +39,11 @@ class StackConfig:
     broker_storage: str = "memory"  # memory | s3 (durable, on the local S3 endpoint)
     admin_user: str = "dw_admin"
     cdc_user: str = "dw_cdc"
+    spark: bool = False  # start Sail, the local Spark Connect server
+    spark_port: int | None = None  # chosen freely when not given
+    dagster_storage: str | None = None  # sqlite | postgres (own server unless dagster_postgres_url); None: as before
+    dagster_postgres_url: str | None = None
+    postgres_port: int | None = None  # chosen freely when not given
 
     @classmethod
     def from_env(cls, home: Path, env: dict[str, str] | None = None, **overrides: Any) -> "StackConfig":
@@ -46,6 +55,10 @@ class StackConfig:
             landing_url=env.get("DW_LANDING_URL") or None,
             lake_url=env.get("DW_LAKE_URL") or None,
             broker_storage=env.get("DW_BROKER_STORAGE", "memory"),
+            spark=env.get("DW_ENGINE") == "spark" and not env.get("DW_SPARK_REMOTE"),
+            spark_port=int(env["DW_SPARK_PORT"]) if env.get("DW_SPARK_PORT") else None,
+            dagster_storage=env.get("DW_DAGSTER_STORAGE") or None,
+            dagster_postgres_url=env.get("DW_DAGSTER_POSTGRES_URL") or None,
         )
         for k, v in overrides.items():
             if v is not None:
@@ -103,6 +116,14 @@ class Stack:
         port = state.get("s3", {}).get("port") or self.config.s3_port or find_free_port()
         return MotoServer(self.home / "s3", port)
 
+    def _sail(self, state: dict[str, Any]) -> SailServer:
+        port = state.get("spark", {}).get("port") or self.config.spark_port or find_free_port()
+        return SailServer(self.home / "sail", port)
+
+    def _postgres(self, state: dict[str, Any]) -> PostgresInstance:
+        port = state.get("postgres", {}).get("port") or self.config.postgres_port or find_free_port()
+        return PostgresInstance(self.home / "postgres", port)
+
     def _needs_s3(self, landing: str, lake: str, storage: str) -> bool:
         return landing.startswith("s3://") or lake.startswith("s3://") or storage == "s3"
 
@@ -126,12 +147,13 @@ class Stack:
         storage = state.get("kafka", {}).get("storage") or self.config.broker_storage
         if storage not in ("memory", "s3"):
             raise ServiceError(f"DW_BROKER_STORAGE must be 'memory' or 's3', not {storage!r}")
+        if self.config.dagster_storage not in (None, "sqlite", "postgres"):
+            raise ServiceError(f"DW_DAGSTER_STORAGE must be 'sqlite' or 'postgres', not {self.config.dagster_storage!r}")
         state.setdefault("landing", {})["url"] = landing
         state.setdefault("lake", {})["url"] = lake
         state.setdefault("reports", {})["dir"] = state.get("reports", {}).get("dir") or str(home / "reports")
         dagster_home = Path(state.get("dagster", {}).get("home") or home / "dagster")
         state.setdefault("dagster", {})["home"] = str(dagster_home)
-        self._prepare_dagster_home(dagster_home)
         for url in (landing, lake):
             if not url.startswith("s3://"):
                 Path(url).mkdir(parents=True, exist_ok=True)
@@ -187,13 +209,44 @@ class Stack:
             started.append(("kafka", pid))
             k.update(pid=pid, port=broker.port, bootstrap=broker.bootstrap, storage=storage, log=str(broker.log))
             self.write_state(state)
+
+        if self.config.spark or state.get("spark", {}).get("pid"):
+            self._up_sail(state, started)
+        dagster_home_config.prepare(dagster_home, self._up_postgres(state, started))
         return state
 
-    def _prepare_dagster_home(self, dagster_home: Path) -> None:
-        dagster_home.mkdir(parents=True, exist_ok=True)
-        src = REPO_ROOT / "dagster.yaml"
-        if src.exists() and not (dagster_home / "dagster.yaml").exists():
-            shutil.copyfile(src, dagster_home / "dagster.yaml")
+    def _up_sail(self, state: dict[str, Any], started: list[tuple[str, int]]) -> None:
+        sail = self._sail(state)
+        sp = state.setdefault("spark", {})
+        if sail.alive(sp.get("pid")):
+            self.progress(f"Sail (Spark Connect) already running on {sail.remote}")
+            return
+        self.progress(f"starting Sail (Spark Connect) on {sail.remote}")
+        pid = sail.start()
+        started.append(("spark", pid))
+        sp.update(pid=pid, port=sail.port, remote=sail.remote, log=str(sail.log))
+        self.write_state(state)
+
+    def _up_postgres(self, state: dict[str, Any], started: list[tuple[str, int]]) -> str | None:
+        """The Dagster storage URL: None for SQLite, the given server's, or the stack's own (started here)."""
+        # A home keeps its storage unless told otherwise: its runs are there.
+        storage = self.config.dagster_storage or state.get("dagster", {}).get("storage") or "sqlite"
+        state.setdefault("dagster", {})["storage"] = storage
+        if storage == "sqlite":
+            return None
+        if self.config.dagster_postgres_url:
+            return self.config.dagster_postgres_url
+        db = self._postgres(state)
+        pg = state.setdefault("postgres", {})
+        if db.alive(pg.get("pid"), pg.get("password")):
+            self.progress(f"PostgreSQL (Dagster storage) already running on 127.0.0.1:{db.port}")
+        else:
+            self.progress(f"starting PostgreSQL (Dagster storage) on 127.0.0.1:{db.port} (datadir {db.datadir})")
+            pid, password = db.start(pg.get("password"))
+            started.append(("postgres", pid))
+            pg.update(pid=pid, port=db.port, password=password, datadir=str(db.datadir), log=str(db.log))
+            self.write_state(state)
+        return db.url(pg["password"])
 
     def _stop_one(self, name: str, pid: int | None, state: dict[str, Any]) -> bool:
         if name == "mariadb":
@@ -202,13 +255,17 @@ class Stack:
             return self._broker(state).stop(pid)
         if name == "s3":
             return self._moto(state).stop(pid)
+        if name == "spark":
+            return self._sail(state).stop(pid)
+        if name == "postgres":
+            return self._postgres(state).stop(pid)
         return False
 
     def down(self) -> list[str]:
         """Stop every service `up` started (broker before its storage); returns the names stopped."""
         state = self.read_state()
         stopped = []
-        for name in ("kafka", "mariadb", "s3"):
+        for name in ("spark", "kafka", "mariadb", "postgres", "s3"):
             pid = state.get(name, {}).get("pid")
             if pid and self._stop_one(name, pid, state):
                 stopped.append(name)
@@ -241,6 +298,14 @@ class Stack:
             "reports": state.get("reports", {}),
             "dagster": state.get("dagster", {}),
         }
+        sp, pg = state.get("spark", {}), state.get("postgres", {})
+        if sp:
+            out["spark"] = {"state": "running" if self._sail(state).alive(sp.get("pid")) else "stopped",
+                            **{key: sp.get(key) for key in ("remote", "port", "pid", "log")}}
+        if pg:
+            running = self._postgres(state).alive(pg.get("pid"), pg.get("password"))
+            out["postgres"] = {"state": "running" if running else "stopped",
+                               **{key: pg.get(key) for key in ("port", "pid", "datadir", "log")}}
         if s3:
             out["s3"] = {
                 "state": "running" if self._moto(state).alive(s3.get("pid")) else "stopped",

@@ -1,0 +1,30 @@
+"""A Spark Connect session for the engine: to `settings.spark_remote` (Sail from `dw stack up --spark`, or a
+Databricks workspace), with the session settings the lake's semantics need."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from dw_assets.settings import Settings, SettingsError
+
+
+@contextmanager
+def spark_session(settings: Settings | None = None, remote: str | None = None) -> Iterator["SparkSession"]:  # noqa: F821
+    """A new session (closed on exit). UTC: the lake's timestamps are UTC instants."""
+    remote = remote or (settings.spark_remote if settings else None)
+    if not remote:
+        raise SettingsError("DW_SPARK_REMOTE is not set and the stack runs no Sail: `dw stack up --spark`, or set "
+                            "DW_SPARK_REMOTE=sc://host:port")
+    from pyspark.sql.connect.session import SparkSession
+
+    session = SparkSession.builder.remote(remote).create()
+    try:
+        session.conf.set("spark.sql.session.timeZone", "UTC")
+        yield session
+    finally:
+        session.stop()
+
+
+def read_delta_arrow(session, path: str):
+    """Every row of the Delta table at `path`, as a pyarrow Table."""
+    return session.read.format("delta").load(path).toArrow()
