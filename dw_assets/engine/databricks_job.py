@@ -40,6 +40,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _session(remote: str | None):
+    from dw_assets.engine.session import ensure_spark_home
+
+    ensure_spark_home()
     if remote:
         from pyspark.sql.connect.session import SparkSession
 

@@ -2,10 +2,21 @@
 Databricks workspace), with the session settings the lake's semantics need."""
 from __future__ import annotations
 
+import importlib.util
+import os
 from contextlib import contextmanager
 from typing import Iterator
 
 from dw_assets.settings import Settings, SettingsError
+
+
+def ensure_spark_home() -> None:
+    """pyspark-client has no Spark distribution, and parts of pyspark look one up at import, calling sys.exit
+    when none is found (e.g. in a pytest-xdist worker, whose code comes over stdin). The package directory
+    satisfies the lookup; a Connect client needs nothing from it."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is not None and spec.submodule_search_locations:
+        os.environ.setdefault("SPARK_HOME", list(spec.submodule_search_locations)[0])
 
 
 @contextmanager
@@ -15,6 +26,7 @@ def spark_session(settings: Settings | None = None, remote: str | None = None) -
     if not remote:
         raise SettingsError("DW_SPARK_REMOTE is not set and the stack runs no Sail: `dw stack up --spark`, or set "
                             "DW_SPARK_REMOTE=sc://host:port")
+    ensure_spark_home()
     from pyspark.sql.connect.session import SparkSession
 
     session = SparkSession.builder.remote(remote).create()

@@ -20,7 +20,9 @@ from dw_assets.lakehouse.ordering import ORDER_COLUMNS
 from deltalake import DeltaTable
 
 from dw_assets.lakehouse.paths import meta_url, open_table, storage_options, table_exists, table_url
-from dw_assets.lakehouse.tables import DW_PREFIX, SOURCE_TS, TOMBSTONES, planned_tables
+from dw_assets.lakehouse.interchange import spark_readable
+from dw_assets.lakehouse.tables import DW_PREFIX, SOURCE_TS, TOMBSTONES, UTC_TS, order_fields, planned_tables
+from dw_assets.model import arrow_type
 from dw_assets.model import StandardModel, Table
 from dw_assets.settings import Settings
 
@@ -110,9 +112,21 @@ def _apply_history(spark, settings: Settings, client: str, t: Table, events: pa.
 SAIL_UNSUPPORTED = ("delta.enableChangeDataFeed",)
 
 
+def tombstone_schema(table: Table) -> pa.Schema:
+    """The Spark path keeps its own tombstones per table (the local engine reads deletes back from bronze)."""
+    keys = [spark_readable(pa.field(c.name, arrow_type(c.type), nullable=False)) for c in table.key_columns]
+    return pa.schema(keys + order_fields() + [pa.field("_dw_deleted_at", UTC_TS, nullable=False)])
+
+
 def ensure_spark_tables(settings: Settings, client: str, model: StandardModel) -> list[str]:
-    """The client's tables as the model plans them, minus the properties Sail cannot write. Idempotent."""
+    """The client's tables as the model plans them, minus the properties Sail cannot write, and the Spark
+    path's tombstone tables. Idempotent."""
     created = []
+    for t in model.tables:
+        url = meta_url(settings, client, f"{TOMBSTONES}/{t.name}")
+        if not table_exists(settings, url):
+            DeltaTable.create(url, tombstone_schema(t), mode="ignore", storage_options=storage_options(settings, url))
+            created.append(url)
     for p in planned_tables(settings, client, model):
         if table_exists(settings, p.url):
             continue

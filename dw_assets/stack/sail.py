@@ -35,6 +35,9 @@ def spark_answers(remote: str, timeout: float = 5.0) -> bool:
         socket.create_connection((host, int(port or 15002)), timeout=timeout).close()
     except OSError:
         return False
+    from dw_assets.engine.session import ensure_spark_home
+
+    ensure_spark_home()
     try:
         from pyspark.sql.connect.session import SparkSession
     except ImportError:
