@@ -12,6 +12,7 @@ import dagster as dg
 from dw_assets.partitions import CLIENTS_PARTITION_NAME, clients_partitions
 from dw_assets.reports.catalog import ReportSpec, load_reports
 from dw_assets.reports.gold import PORTFOLIO_SCOPE, GoldResult, build_client_gold, build_portfolio_gold, read_gold
+from dw_assets.reports.live.urls import live_url
 from dw_assets.reports.render import chart_markdown, markdown_table, write_scope_reports
 from dw_assets.resources import DwSettings
 
@@ -111,7 +112,8 @@ GOLD_KEYS = [a.key for a in GOLD_ASSETS]
     kinds={"html"},
     owners=OWNERS,
     description="One static HTML page per report for the client (<reports_dir>/<client>/<report>.html, chart and "
-                "table), rendered from the client's gold tables, and the reports index page.",
+                "table), rendered from the client's gold tables, and the reports index page; metadata `live_page` links "
+                "the client's live page (`dw reports serve`, DW_REPORTS_URL).",
     automation_condition=dg.AutomationCondition.eager(),
 )
 def client_reports(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:
@@ -119,7 +121,9 @@ def client_reports(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.Mate
     results = [read_gold(settings, context.partition_key, spec.name) for spec in load_reports()]
     pages = write_scope_reports(settings.reports_dir, results)
     context.log.info("wrote %d pages for %s", len(pages), context.partition_key)
-    return dg.MaterializeResult(metadata=report_metadata(results, settings.reports_dir))
+    meta = report_metadata(results, settings.reports_dir)
+    meta["live_page"] = dg.MetadataValue.url(live_url(context.partition_key))  # `dw reports serve`, DW_REPORTS_URL
+    return dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset(

@@ -33,8 +33,8 @@ from ..gold import select_reports
 from . import pages
 from .auth import Grant, TokenStore
 from .cache import ReportCache, ScopeResults, versions_key
-from .commands import DEFAULT_HOST, DEFAULT_PORT
 from .filters import FilterError, FilterValues, apply_filters, declared_filters, parse_values
+from .urls import DEFAULT_HOST, DEFAULT_PORT
 
 log = logging.getLogger("dw_assets.reports.live")
 
@@ -249,12 +249,6 @@ def build_app(settings: Settings, clients: Callable[[], Sequence[str]] | None = 
     ])
     app.state.live = state
     return app
-
-
-def live_url(base: str | None, client: str | None = None) -> str:
-    """The live page of a client (or the server's root): `base` is DW_REPORTS_URL, default the local address."""
-    root = (base or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}").rstrip("/")
-    return f"{root}{pages.scope_path(client)}" if client else root + "/"
 
 
 def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,

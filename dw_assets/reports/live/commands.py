@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timezone
 
-DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8050  # defined here: the app module pulls in Starlette
+from .urls import DEFAULT_HOST, DEFAULT_PORT
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,6 +17,7 @@ from ..render import display_rows, format_lag, format_ts_ms, html_table, scope_l
 from .auth import Grant
 from .cache import ScopeResults
 from .filters import DATE_FROM, DATE_TO, FilterValues, apply_filters, choice_values, declared_filters
+from .urls import scope_path
 
 POLL_MS = 1000
 
@@ -69,10 +70,6 @@ SCRIPT = """
 
 def esc(v: object) -> str:
     return html.escape(str(v), quote=True)
-
-
-def scope_path(scope: str) -> str:
-    return "/portfolio" if scope == PORTFOLIO_SCOPE else f"/clients/{scope}"
 
 
 def document(title: str, body: str, attrs: str = "", script: str = "") -> str:
