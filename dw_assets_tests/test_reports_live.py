@@ -252,3 +252,20 @@ def test_browser_page_shows_committed_change_within_10_s(live, server):
     gold = [r for r in read_gold(settings, a, "daily_revenue").table.to_pylist() if r["order_date"] == date(2031, 1, 1)]
     assert [(g["orders"], g["revenue"]) for g in gold] == [(n, revenue)]
     print(f"change visible on the open page {seconds:.1f} s after the commit")
+
+
+def test_demo_starts_the_server_and_its_operator_token_opens_it(stack_settings: Settings, tmp_path: Path):
+    from dw_assets.demo.live_reports import LiveReportsServer
+
+    settings = stack_settings  # the subprocess reads the stack's state file, as in `dw demo`
+    server = LiveReportsServer.start(settings, tmp_path, say=lambda _: None)
+    try:
+        token = server.token_file.read_text().strip()
+        assert stat.S_IMODE(os.stat(server.token_file).st_mode) == 0o600
+        assert TokenStore(settings.home).verify(token).role == "operator"
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.get("/").status_code == 401
+            assert http.get("/", headers=bearer(token)).status_code == 200
+        assert token not in server.log_file.read_text()
+    finally:
+        assert server.stop()
