@@ -60,20 +60,22 @@ class SilverVersions:
 
     def version(self, client: str, table: str) -> int:
         key = (client, table)
+        # One lock for all tables: a client page and the portfolio share tables, and a DeltaTable object is not
+        # meant to be refreshed from two threads at once. A refresh is a few milliseconds.
         with self._lock:
             dt = self._tables.get(key)
-        if dt is not None:
-            try:
-                dt.update_incremental()
-                return dt.version()
-            except Exception:  # noqa: BLE001 - table deleted or rewritten under us: open it again below
-                log.debug("reopening silver %s/%s", client, table, exc_info=True)
-        dt = open_table(self.settings, table_url(self.settings, "silver", client, table))
-        if dt is None:
-            return -1
-        with self._lock:
+            if dt is not None:
+                try:
+                    dt.update_incremental()
+                    return dt.version()
+                except Exception:  # noqa: BLE001 - table deleted or rewritten under us: open it again below
+                    log.debug("reopening silver %s/%s", client, table, exc_info=True)
+            dt = open_table(self.settings, table_url(self.settings, "silver", client, table))
+            if dt is None:
+                self._tables.pop(key, None)
+                return -1
             self._tables[key] = dt
-        return dt.version()
+            return dt.version()
 
     def of(self, clients: Sequence[str], tables: Sequence[str]) -> Versions:
         return tuple((c, t, self.version(c, t)) for c in clients for t in tables)
@@ -116,7 +118,8 @@ class ReportCache:
         missing: dict[str, str] = {}
         with ReportEngine(self.settings, scope, self.model) as engine:
             for spec in self.specs():
-                self.queries += 1
+                with self._guard:
+                    self.queries += 1
                 try:
                     runs[spec.name] = engine.run(spec)
                 except NoSilverData as e:
