@@ -90,6 +90,13 @@ def _grant(state: LiveState, request: Request) -> Grant:
     return grant
 
 
+def _clients(state: LiveState) -> list[str]:
+    try:
+        return list(state.clients())
+    except Exception as e:  # noqa: BLE001 - the registry is MariaDB: say so instead of a bare 500
+        raise HttpError(503, f"the client registry cannot be read ({type(e).__name__}); is the stack up?") from None
+
+
 def _scope(state: LiveState, request: Request, grant: Grant) -> Scope:
     """The scope of the URL, after the grant allows it: a client viewer learns nothing about other clients."""
     raw = request.path_params.get("client")
@@ -97,7 +104,7 @@ def _scope(state: LiveState, request: Request, grant: Grant) -> Scope:
     if not grant.can_view(name):
         what = "the portfolio" if name == PORTFOLIO_SCOPE else f"client {name!r}"
         raise HttpError(403, f"Your token ({grant.describe()}) does not give access to {what}.")
-    clients = list(state.clients())
+    clients = _clients(state)
     if name == PORTFOLIO_SCOPE:
         if not clients:
             raise HttpError(404, "No active clients yet: nothing to report across.")
@@ -173,7 +180,7 @@ def build_app(settings: Settings, clients: Callable[[], Sequence[str]] | None = 
 
     async def index(request: Request) -> Response:
         grant = _grant(state, request)
-        names = await run_in_threadpool(lambda: list(state.clients()))
+        names = await run_in_threadpool(_clients, state)
         return HTMLResponse(pages.index_page(grant, names))
 
     async def scope_page(request: Request) -> Response:

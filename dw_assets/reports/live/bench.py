@@ -45,6 +45,7 @@ def bare_duckdb_seconds(settings: Settings, specs: list, tables: list[str]) -> f
     """Every report's SQL once, in plain DuckDB over views of the silver snapshot's Parquet files."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # it would print into the JSON on stdout
     t0 = time.perf_counter()
     for t in tables:
         dt = open_table(settings, table_url(settings, "silver", CLIENT, t))
