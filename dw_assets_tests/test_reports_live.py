@@ -67,7 +67,7 @@ def test_tokens_see_only_their_client(live, server):
         assert http.get(f"/clients/{a}", headers=bearer(tokens[a] + "x")).status_code == 401
         assert http.get(f"/clients/{a}", headers=bearer("dwr_00000000_guess")).status_code == 401
         for path in (f"/clients/{b}", "/portfolio", f"/api/versions/clients/{b}", f"/clients/{b}/daily_revenue.csv",
-                     "/portfolio/daily_revenue.csv", "/clients/someone_else"):
+                     f"/clients/{b}/daily_revenue.svg", "/portfolio/daily_revenue.csv", "/clients/someone_else"):
             r = http.get(path, headers=bearer(tokens[a]))
             assert r.status_code == 403, path
             assert "revenue_7d" not in r.text and "<table" not in r.text, path  # a page about access, no data
@@ -91,6 +91,7 @@ def test_unchanged_silver_runs_no_query(live, server):
         assert http.get(f"/clients/{a}", headers=bearer(tokens[a])).status_code == 200
         before = cache.queries
         for path in (f"/clients/{a}", f"/clients/{a}?fragment=1", f"/clients/{a}/daily_revenue.csv",
+                     f"/clients/{a}/daily_revenue.svg", f"/clients/{a}/top_products.svg?currency=EUR",
                      f"/clients/{a}?from=2024-01-01", f"/api/versions/clients/{a}"):
             assert http.get(path, headers=bearer(tokens[a])).status_code == 200, path
         assert cache.queries == before, "a page over unchanged silver ran report queries"

@@ -1,7 +1,7 @@
 """The live report server as a Starlette application (served by uvicorn; both come with dagster-webserver).
 
 Routes: `/` (the scopes a token may see), `/clients/<client>` and `/portfolio` (every report, filters in the
-query string, `fragment=1` for the polling script), `/<scope>/<report>.csv`, `/api/versions/<scope>` (the
+query string, `fragment=1` for the polling script), `/<scope>/<report>.csv` and `.svg` (its chart), `/api/versions/<scope>` (the
 silver snapshot key the page polls), `/login` and `/logout`. Credentials: `Authorization: Bearer <token>` or
 the cookie `/login` sets. Access is decided by the token's grant, never by the URL alone.
 """
@@ -39,7 +39,7 @@ from .urls import DEFAULT_HOST, DEFAULT_PORT
 log = logging.getLogger("dw_assets.reports.live")
 
 COOKIE = "dw_reports_token"
-_RENDERED_MAX = 64  # rendered report blocks kept (scope x silver snapshot x filters)
+_RENDERED_MAX = 256  # rendered blocks and charts kept (scope x silver snapshot x filters)
 
 
 @dataclass
@@ -48,7 +48,7 @@ class LiveState:
     cache: ReportCache
     tokens: TokenStore
     clients: Callable[[], Sequence[str]]
-    rendered: "OrderedDict[tuple[str, str, str], str]"
+    rendered: "OrderedDict[tuple[str, str, str], object]"
     lock: threading.Lock
 
 
@@ -127,22 +127,27 @@ def _values(state: LiveState, request: Request) -> FilterValues:
         raise HttpError(400, str(e)) from None
 
 
-def _rendered(state: LiveState, results: ScopeResults, values: FilterValues) -> str:
-    key = (results.scope.name, results.key, values.query_string())
+def _memo(state: LiveState, key: tuple[str, str, str], make: Callable[[], object]) -> object:
+    """Rendered output (page blocks, charts) per scope, silver snapshot and filters; a small LRU."""
     with state.lock:
         if key in state.rendered:
             state.rendered.move_to_end(key)
             return state.rendered[key]
-    text = pages.content(results, values)
+    value = make()
     with state.lock:
-        state.rendered[key] = text
+        state.rendered[key] = value
         while len(state.rendered) > _RENDERED_MAX:
             state.rendered.popitem(last=False)
-    return text
+    return value
+
+
+def _rendered(state: LiveState, results: ScopeResults, values: FilterValues) -> str:
+    return _memo(state, (results.scope.name, results.key, values.query_string()),
+                 lambda: pages.content(results, values))  # type: ignore[return-value]
 
 
 def _error_response(request: Request, e: HttpError) -> Response:
-    api = request.url.path.startswith("/api/") or request.url.path.endswith(".csv")
+    api = request.url.path.startswith("/api/") or request.url.path.endswith((".csv", ".svg"))
     if api:
         return JSONResponse({"error": e.message}, status_code=e.status)
     if e.status in (401, 403):
@@ -218,6 +223,21 @@ def build_app(settings: Settings, clients: Callable[[], Sequence[str]] | None = 
             "Content-Disposition": f'attachment; filename="{scope.name}-{name}.csv"', "Cache-Control": "no-store",
             "X-Silver-Snapshot": results.key})
 
+    async def chart(request: Request) -> Response:
+        grant = _grant(state, request)
+        scope = await run_in_threadpool(_scope, state, request, grant)
+        values = _values(state, request)
+        results = await run_in_threadpool(state.cache.results, scope)
+        name = request.path_params["report"]
+        run = results.runs.get(name)
+        if run is None:
+            raise HttpError(404, results.missing.get(name) or f"no report named {name!r}")
+        key = ("svg:" + scope.name, results.key, name + "?" + values.query_string())
+        svg = _memo(state, key, lambda: pages.chart_svg(run, values) or b"")
+        if not svg:
+            raise HttpError(404, "no rows to chart")
+        return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=3600"})
+
     async def login_form(request: Request) -> Response:
         return HTMLResponse(pages.denied_page(401, "Sign in with your access token.", "/"), status_code=401)
 
@@ -247,6 +267,8 @@ def build_app(settings: Settings, clients: Callable[[], Sequence[str]] | None = 
         Route("/clients/{client}", guarded(scope_page)),
         Route("/portfolio/{report}.csv", guarded(csv)),
         Route("/clients/{client}/{report}.csv", guarded(csv)),
+        Route("/portfolio/{report}.svg", guarded(chart)),
+        Route("/clients/{client}/{report}.svg", guarded(chart)),
         Route("/api/versions/portfolio", guarded(versions)),
         Route("/api/versions/clients/{client}", guarded(versions)),
         Route("/login", guarded(login_form), methods=["GET"]),
