@@ -28,7 +28,7 @@ from dw_assets.model import StandardModel, load_model
 from dw_assets.settings import Settings
 
 from ..catalog import ReportDefinitionError, ReportSpec
-from ..engine import PORTFOLIO_SCOPE, Scope
+from ..engine import PORTFOLIO_SCOPE, ReportRun, Scope
 from ..gold import select_reports
 from . import pages
 from .auth import Grant, TokenStore
@@ -207,7 +207,8 @@ def build_app(settings: Settings, clients: Callable[[], Sequence[str]] | None = 
                              "tables": [{"client": c, "table": t, "version": n} for c, t, n in v]},
                             headers={"Cache-Control": "no-store"})
 
-    async def csv(request: Request) -> Response:
+    async def one_report(request: Request) -> tuple[ScopeResults, ReportRun, FilterValues]:
+        """The checks and data of a single-report address (its CSV, its chart)."""
         grant = _grant(state, request)
         scope = await run_in_threadpool(_scope, state, request, grant)
         values = _values(state, request)
@@ -216,6 +217,11 @@ def build_app(settings: Settings, clients: Callable[[], Sequence[str]] | None = 
         run = results.runs.get(name)
         if run is None:
             raise HttpError(404, results.missing.get(name) or f"no report named {name!r}")
+        return results, run, values
+
+    async def csv(request: Request) -> Response:
+        results, run, values = await one_report(request)
+        scope, name = results.scope, run.spec.name
         table = await run_in_threadpool(apply_filters, run.spec, run.table, values)
         buf = io.BytesIO()
         pacsv.write_csv(table, buf)
@@ -224,14 +230,8 @@ def build_app(settings: Settings, clients: Callable[[], Sequence[str]] | None = 
             "X-Silver-Snapshot": results.key})
 
     async def chart(request: Request) -> Response:
-        grant = _grant(state, request)
-        scope = await run_in_threadpool(_scope, state, request, grant)
-        values = _values(state, request)
-        results = await run_in_threadpool(state.cache.results, scope)
-        name = request.path_params["report"]
-        run = results.runs.get(name)
-        if run is None:
-            raise HttpError(404, results.missing.get(name) or f"no report named {name!r}")
+        results, run, values = await one_report(request)
+        scope, name = results.scope, run.spec.name
         key = ("svg:" + scope.name, results.key, name + "?" + values.query_string())
         svg = _memo(state, key, lambda: pages.chart_svg(run, values) or b"")
         if not svg:
