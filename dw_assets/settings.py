@@ -9,13 +9,16 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import quote, unquote, urlparse
 
 DEFAULT_MARIADB_PORT = 13306
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_TOPIC_PREFIX = "dw"
 STATE_FILE = "stack.json"
+
+if TYPE_CHECKING:  # the model package pulls in YAML parsing: import it only where a command needs the model
+    from dw_assets.model import StandardModel
 
 
 class SettingsError(ValueError):
@@ -108,7 +111,8 @@ class Settings:
     reports_dir: str = ""
     dagster_home: str = ""
     control_db: str = "dw_control"
-    model_path: str | None = None  # None = the shipped standard model
+    model_path: str | None = None  # None = the shipped standard model (DW_MODEL_PATH, or `dw --model`)
+    reports_sql_dir: str | None = None  # report SQL folder instead of the one the model file names
     alert_webhook_url: str | None = None  # check alerts are POSTed here (JSON, or Slack's payload)
     alert_payload_format: str = "json"  # json | slack
     # Kafka-lag sensor: land a client at this many unlanded records or this age of its oldest one (seconds),
@@ -121,6 +125,10 @@ class Settings:
     # A sensor-started ingest run keeps landing and applying its clients while they still have lag, for up to
     # this many seconds: a new run costs a process start and a sensor tick (~20-30 s on two loaded cores).
     ingest_drain_seconds: float = 120.0
+    # `dw ingest run` writes a heartbeat every second; older than this, the lag sensor takes its clients over.
+    ingest_heartbeat_stale_seconds: float = 15.0
+    # After a batch changed a client's silver, the ingest service rebuilds its reports within this many seconds.
+    reports_debounce_seconds: float = 10.0
     # The reconciliation check repairs the differing keys it confirms (`dw reconcile --repair`) instead of only
     # alerting.
     reconcile_repair: bool = False
@@ -133,6 +141,29 @@ class Settings:
     @property
     def state_file(self) -> Path:
         return self.home / STATE_FILE
+
+    # ---- the model: resolved here and nowhere else ---------------------------------------------------------
+    def standard_model(self) -> "StandardModel":
+        """The model every command, asset, check, sensor, report and the demo follow (`--model` /
+        DW_MODEL_PATH, else the shipped one), with its report folder (DW_REPORTS_SQL_DIR overrides the model's)."""
+        from dw_assets.model import load_model
+
+        model = load_model(self.model_path)
+        if self.reports_sql_dir:
+            folder = Path(self.reports_sql_dir).resolve()
+            if not folder.is_dir():
+                raise SettingsError(f"DW_REPORTS_SQL_DIR={self.reports_sql_dir!r} is not a folder")
+            model = replace(model, reports_dir=folder)
+        return model
+
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a process this one starts (Dagster, a service): same state directory and model."""
+        env = dict(os.environ if base is None else base)
+        env["DW_HOME"] = str(self.home)
+        for name, value in (("DW_MODEL_PATH", self.model_path), ("DW_REPORTS_SQL_DIR", self.reports_sql_dir)):
+            if value:
+                env[name] = value
+        return env
 
     def with_overrides(self, **kw: Any) -> "Settings":
         return replace(self, **kw)
@@ -260,6 +291,7 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         dagster_home=dagster_home,
         control_db=env.get("DW_CONTROL_DB", "dw_control"),
         model_path=env.get("DW_MODEL_PATH") or None,
+        reports_sql_dir=env.get("DW_REPORTS_SQL_DIR") or None,
         alert_webhook_url=env.get("DW_ALERT_WEBHOOK_URL") or None,
         alert_payload_format=env.get("DW_ALERT_PAYLOAD_FORMAT", "json"),
         landing_lag_records=_int(env, "DW_LANDING_LAG_RECORDS", 10_000),
@@ -267,6 +299,8 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         landing_shards=_int(env, "DW_LANDING_SHARDS", 16),
         apply_threads=_int(env, "DW_APPLY_THREADS", 2),
         ingest_drain_seconds=_float(env, "DW_INGEST_DRAIN_SECONDS", 120.0),
+        ingest_heartbeat_stale_seconds=_float(env, "DW_INGEST_HEARTBEAT_STALE_SECONDS", 15.0),
+        reports_debounce_seconds=_float(env, "DW_REPORTS_DEBOUNCE_SECONDS", 10.0),
         reconcile_repair=env.get("DW_RECONCILE_REPAIR", "0").strip().lower() in ("1", "true", "yes"),
         cdc_time_precision_mode=_choice(env, "DW_CDC_TIME_PRECISION_MODE",
                                         ("adaptive_time_microseconds", "adaptive", "connect")),

@@ -141,13 +141,10 @@ EXPECTED1 = {"id": 1, "ti": -5, "tu": 250, "si": -30000, "mi": -8000000, "miu": 
              "vb": "AQI=", "nn": 7}
 
 
-def test_every_type_renders_the_same_from_binlog_and_snapshot(stack_settings):
-    s = stack_settings
-    db = new_db(s)
-    sql(s, db, ALL_TYPES)
+def _streamed_and_snapshot(s, db: str, table: str, *statements) -> tuple[list[dict], list[dict]]:
+    """Run `statements` in `db`, then decode their row events from the binlog and read `table` by snapshot."""
     file, pos = master_position(s)
-    sql(s, db, "SET time_zone = '+00:00'", ("INSERT INTO ty VALUES (" + ",".join(["%s"] * 33) + ")", ROW1),
-        ("INSERT INTO ty VALUES (" + ",".join(["%s"] * 33) + ")", ROW2))
+    sql(s, db, "SET time_zone = '+00:00'", *statements)
     end_file, end_pos = master_position(s)
     r = _reader(s, log_file=file, log_pos=pos, resume_stream=True, blocking=False, slave_heartbeat=0.2)
     decoders, streamed = {}, []
@@ -162,15 +159,62 @@ def test_every_type_renders_the_same_from_binlog_and_snapshot(stack_settings):
         if (ev.next_pos >= end_pos and r.log_file == end_file) or ev.next_pos >= end_pos:
             break
     r.close()
-    assert streamed[0] == EXPECTED1
     conn = snapshot_connection(s)
     try:
-        _, _, layout, raw = read_chunk(conn, db, "ty", None, 100)
+        _, _, layout, raw = read_chunk(conn, db, table, None, 100)
     finally:
         conn.close()
     names = [c.name for c in layout.columns]
     snap = [{n: (None if v is None else f(v)) for n, f, v in zip(names, layout.renderers, row)} for row in raw]
+    return streamed, snap
+
+
+def test_every_type_renders_the_same_from_binlog_and_snapshot(stack_settings):
+    s = stack_settings
+    db = new_db(s)
+    sql(s, db, ALL_TYPES)
+    streamed, snap = _streamed_and_snapshot(
+        s, db, "ty", ("INSERT INTO ty VALUES (" + ",".join(["%s"] * 33) + ")", ROW1),
+        ("INSERT INTO ty VALUES (" + ",".join(["%s"] * 33) + ")", ROW2))
+    assert streamed[0] == EXPECTED1
     assert snap == streamed
+
+
+GEOMETRIES = {  # column type -> WKT inserted
+    "POINT": "POINT(13.4 52.52)", "LINESTRING": "LINESTRING(0 0,1 1,2 0.5)",
+    "POLYGON": "POLYGON((0 0,4 0,4 4,0 4,0 0),(1 1,2 1,2 2,1 1))", "MULTIPOINT": "MULTIPOINT(0 0,1 2)",
+    "MULTILINESTRING": "MULTILINESTRING((0 0,1 1),(2 2,3 3))", "MULTIPOLYGON": "MULTIPOLYGON(((0 0,1 0,1 1,0 0)))",
+    "GEOMETRYCOLLECTION": "GEOMETRYCOLLECTION(POINT(1 1),LINESTRING(0 0,1.5 1))", "GEOMETRY": "POINT(-0.5 1e-7)",
+}
+
+
+def test_spatial_types_render_as_debezium_geometry_from_binlog_and_snapshot(stack_settings):
+    """Every spatial type: {"wkb": base64 WKB, "srid": SRID or null}, identical on both paths, and the WKB is
+    exactly what MariaDB's ST_AsWKB gives (WKT round-trips through model.geometry.wkt)."""
+    from base64 import b64decode
+
+    from dw_assets.model.geometry import wkt
+
+    s = stack_settings
+    db = new_db(s)
+    cols = list(GEOMETRIES)
+    sql(s, db, "CREATE TABLE geo (id INT PRIMARY KEY, " + ", ".join(f"g_{t.lower()} {t} NULL" for t in cols) + ")")
+    values = ", ".join(f"ST_GeomFromText(%s, {srid})" for srid in (4326, 0, 3857, 0, 0, 4326, 0, 0))
+    streamed, snap = _streamed_and_snapshot(
+        s, db, "geo", (f"INSERT INTO geo VALUES (1, {values})", list(GEOMETRIES.values())),
+        "INSERT INTO geo (id) VALUES (2)")
+    assert snap == streamed
+    row, empty = streamed
+    assert row["g_point"]["srid"] == 4326 and row["g_linestring"]["srid"] is None
+    assert all(empty[f"g_{t.lower()}"] is None for t in cols)
+    with connect(s, database=db) as conn, conn.cursor() as cur:
+        cur.execute("SELECT " + ", ".join(f"ST_AsWKB(g_{t.lower()}), ST_AsText(g_{t.lower()})" for t in cols)
+                    + " FROM geo WHERE id = 1")
+        server = cur.fetchone()
+    for i, t in enumerate(cols):
+        wkb = b64decode(row[f"g_{t.lower()}"]["wkb"])
+        assert wkb == server[2 * i], t
+        assert wkt({"wkb": wkb, "srid": None}) == server[2 * i + 1], t
 
 
 def test_zero_dates_render_null():

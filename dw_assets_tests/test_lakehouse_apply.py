@@ -13,7 +13,7 @@ import pytest
 from dw_assets.lakehouse import client_state
 from dw_assets.lakehouse.apply import apply_client
 from dw_assets.lakehouse.evolution import StaticSourceSchema
-from dw_assets.lakehouse.paths import open_table, read_delta, storage_options, table_url
+from dw_assets.lakehouse.paths import bronze_url, open_table, read_delta, storage_options, table_url
 from dw_assets.lakehouse.synthetic import LandingFeed
 from dw_assets.settings import Settings
 from dw_assets_tests.conftest import unique_client
@@ -112,7 +112,9 @@ def test_typed_silver_columns_and_readers(local_settings: Settings, tmp_path: Pa
     url = table_url(local_settings, "silver", client, "accounts")
     # Polars reads Delta directly; DuckDB through the pyarrow dataset (its delta extension is not installable).
     assert pl.scan_delta(url).select(pl.len()).collect().item() == 1
-    assert pl.scan_delta(table_url(local_settings, "bronze", client, "accounts")).collect().height == 4
+    # Bronze is one table per client, partitioned by table.
+    bronze = pl.scan_delta(bronze_url(local_settings, client))
+    assert bronze.filter(pl.col("_dw_table") == "accounts").collect().height == 4
     ds = open_table(local_settings, url).to_pyarrow_dataset()
     con = duckdb.connect()
     con.register("silver", ds)

@@ -267,3 +267,18 @@ def test_schema_payload_messages_of_every_type_land_in_silver(tmp_path: Path):
     silver = {row["id"]: row for row in read_delta(settings, "silver", client, "all_types").to_pylist()}
     assert {(i, n): silver[i][n] for i in source for n in ALL_TYPES} == {
         (i, n): _expected(n, v, modes) for i, vals in source.items() for n, v in vals.items()}
+
+
+def test_debezium_geometry_struct_decodes_to_wkb_and_srid():
+    # io.debezium.data.geometry.Geometry: {"wkb": base64, "srid": int or null}; URL-safe base64 accepted too.
+    from dw_assets.model.geometry import point_wkb, wkt
+
+    wkb = point_wkb(13.4, 52.52)
+    std, url = base64.b64encode(wkb).decode(), base64.urlsafe_b64encode(b"\xfb" + wkb[1:]).decode()
+    out = _decode([{"g": {"wkb": std, "srid": 4326}}, {"g": {"wkb": std, "srid": None}}, {"g": None},
+                   {"g": {"wkb": "not base64!", "srid": 1}}, {"g": {"wkb": url}}], {"g": "POINT"})
+    assert out.typed["g"].to_pylist() == [{"wkb": wkb, "srid": 4326}, {"wkb": wkb, "srid": None}, None,
+                                          {"wkb": b"\xfb" + wkb[1:], "srid": None}]
+    assert wkt(out.typed["g"][0].as_py()) == "POINT(13.4 52.52)"
+    assert out.failed["row"].to_pylist() == [3]
+    assert "column g: cannot decode" in out.failed["error"][0].as_py()

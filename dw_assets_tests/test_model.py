@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dw_assets.model import ModelError, load_model, parse_type
-from dw_assets.model.ddl import create_table_sql
+from dw_assets.model.ddl import create_database_statements, create_table_sql
 from dw_assets.model.model import GENERATE_KINDS, SHIPPED_MODEL_PATH
 from dw_assets.model.types import TypeParseError, arrow_type
 
@@ -124,8 +124,9 @@ def test_dependency_order_ignores_file_order(tmp_path):
         (lambda d: d["tables"][0]["columns"][0].update(nullable=True), "parents", "id", "nullable"),
         (lambda d: d["tables"][0]["columns"][1].update(role="status"), "parents", "label", "role"),
         (lambda d: d["tables"][0].update(workload={"delete_weight": 1}), "parents", None, "referenced by"),
-        (lambda d: d["tables"][0]["columns"].append({"name": "kid_id", "type": "INT", "references": "kids.id"}),
-         "kids", "parent_id", "cycle"),
+        (lambda d: d["tables"][0]["columns"].append({"name": "kid_id", "type": "INT", "nullable": False,
+                                                     "references": "kids.id"}),
+         "kids", "parent_id", "reference cycle kids -> parents -> kids through NOT NULL"),
     ],
 )
 def test_invalid_models_name_file_table_column(tmp_path, mutate, table, column, fragment):
@@ -187,7 +188,7 @@ def test_parse_type(text, base, attrs):
 
 
 @pytest.mark.parametrize("bad", ["", "VARCHAR", "DECIMAL(70,2)", "INT ZEROFILL", "ENUM()", "ENUM('a','a')",
-                                 "DATETIME(7)", "VARCHAR(10) UNSIGNED", "GEOMETRY", "FLOAT(7,2)", "INT(x)"])
+                                 "DATETIME(7)", "VARCHAR(10) UNSIGNED", "GEOMETRY(4)", "FLOAT(7,2)", "INT(x)"])
 def test_parse_type_rejects(bad):
     with pytest.raises(TypeParseError):
         parse_type(bad)
@@ -237,3 +238,94 @@ def test_ddl_quotes_identifiers_and_indexes_references():
 
 def test_shipped_path_is_packaged():
     assert SHIPPED_MODEL_PATH.exists()
+
+
+# ---- model format features: defaults, ON UPDATE, collations, indexes, cycles, foreign keys ------------------
+
+
+def col_doc(**column) -> dict:
+    return mutated(lambda d: d["tables"][0]["columns"].append({"name": "x", **column}))
+
+
+@pytest.mark.parametrize("column, fragment", [
+    ({"type": "INT", "default": "abc"}, "default 'abc' is not a valid INT: not an integer"),
+    ({"type": "TINYINT UNSIGNED", "default": 300}, "out of range 0..255"),
+    ({"type": "DECIMAL(5,2)", "default": "1234.5"}, "out of range"),
+    ({"type": "DECIMAL(5,2)", "default": 1.234}, "more than 2 decimal places"),
+    ({"type": "DATE", "default": "2024-02-30"}, "not a date"),
+    ({"type": "DATETIME", "default": "yesterday"}, "not a date-time"),
+    ({"type": "TIMESTAMP", "default": "1960-01-01 00:00:00"}, "outside 1970-01-01"),
+    ({"type": "VARCHAR(3)", "default": "abcd"}, "longer than 3"),
+    ({"type": "SET('a','b')", "default": "a,c"}, "['c'] not among"),
+    ({"type": "INT", "default": True}, "only a default of BOOLEAN"),
+    ({"type": "TIME", "default": "25h"}, "not a time"),
+    ({"type": "POINT", "default": "POINT(1 2)"}, "cannot have a literal default"),
+    ({"type": "INT", "default": "CURRENT_TIMESTAMP"}, "needs a DATETIME/TIMESTAMP"),
+    ({"type": "DATETIME(6)", "on_update": "CURRENT_TIMESTAMP(2)"}, "write CURRENT_TIMESTAMP(6)"),
+    ({"type": "DATE", "on_update": "CURRENT_TIMESTAMP"}, "needs a DATETIME/TIMESTAMP"),
+    ({"type": "DATETIME", "on_update": "NOW"}, "must be CURRENT_TIMESTAMP"),
+    ({"type": "INT BINARY"}, "INT has no collation"),
+    ({"type": "VARCHAR(5) COLLATE latin1_bin"}, "not a utf8mb4 collation"),
+    ({"type": "VARCHAR(5) BINARY", "collation": "utf8mb4_general_ci"}, "type says collation utf8mb4_bin"),
+    ({"type": "POINT", "unique": True}, "cannot be a primary or unique key"),
+])
+def test_column_values_are_checked_against_the_type(tmp_path, column, fragment):
+    path = write(tmp_path, col_doc(**column))
+    with pytest.raises(ModelError) as exc:
+        load_model(path)
+    assert "table 'parents', column 'x'" in str(exc.value)
+    assert fragment in str(exc.value)
+
+
+def test_valid_defaults_on_update_and_collations_reach_the_ddl(tmp_path):
+    doc = mutated(lambda d: d["tables"][0]["columns"].extend([
+        {"name": "born", "type": "DATE", "default": "2020-01-31"},
+        {"name": "seen", "type": "TIMESTAMP(6)", "nullable": False, "default": "CURRENT_TIMESTAMP",
+         "on_update": "CURRENT_TIMESTAMP"},
+        {"name": "code", "type": "VARCHAR(8) BINARY"},
+        {"name": "tag", "type": "CHAR(2)", "collation": "utf8mb4_general_ci", "default": "ab"},
+        {"name": "spot", "type": "POINT"},
+    ]))
+    t = load_model(write(tmp_path, doc)).table("parents")
+    sql = create_table_sql(t)
+    assert "`born` DATE NULL DEFAULT '2020-01-31'" in sql  # YAML's date object became ISO text
+    assert "`seen` TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)" in sql
+    assert "`code` VARCHAR(8) COLLATE utf8mb4_bin NULL" in sql
+    assert "`tag` CHAR(2) COLLATE utf8mb4_general_ci NULL DEFAULT 'ab'" in sql
+    assert arrow_type(t.column("spot").type) == pa.struct([("wkb", pa.binary()), ("srid", pa.int32())])
+
+
+def test_composite_unique_keys_and_indexes(tmp_path):
+    doc = mutated(lambda d: d["tables"][1].update(indexes=[
+        {"columns": ["parent_id", "id"], "unique": True}, {"name": "ix_rev", "columns": ["id", "parent_id"]}]))
+    kids = load_model(write(tmp_path, doc)).table("kids")
+    sql = create_table_sql(kids)
+    assert "UNIQUE KEY `ux_parent_id_id` (`parent_id`, `id`)" in sql and "KEY `ix_rev` (`id`, `parent_id`)" in sql
+    assert "ix_parent_id" not in sql  # the composite key already leads with the reference column
+    for bad, fragment in [([{"columns": ["nope"]}], "unknown column 'nope'"),
+                          ([{"columns": ["id", "id"]}], "lists a column twice"),
+                          ([{"columns": ["parent_id", "id"], "name": "ix_a"},
+                            {"columns": ["parent_id"], "name": "ix_a"}],
+                           "duplicate index name"),
+                          ([{"columns": ["id"]}], "repeats the primary key"),
+                          ({"columns": ["id"]}, "must be a list")]:
+        with pytest.raises(ModelError, match=fragment) as exc:
+            load_model(write(tmp_path, mutated(lambda d: d["tables"][1].update(indexes=bad))))
+        assert "table 'kids'" in str(exc.value)
+
+
+def test_nullable_reference_cycle_and_self_reference_are_back_references(tmp_path):
+    doc = mutated(lambda d: (
+        d["tables"][0]["columns"].append({"name": "favourite_kid", "type": "INT", "references": "kids.id"}),
+        d["tables"][1]["columns"].append({"name": "sibling", "type": "INT", "references": "kids.id"}),
+        d.update(foreign_keys=True)))
+    m = load_model(write(tmp_path, doc))
+    assert m.table_names == ("parents", "kids")
+    assert [(t.name, c.name) for t, c in m.back_references] == [("parents", "favourite_kid"), ("kids", "sibling")]
+    stmts = create_database_statements(m, "db")
+    # Constraints come after every CREATE TABLE, so the cycle can be created.
+    assert [s.split()[0] for s in stmts] == ["CREATE"] * 3 + ["ALTER"] * 3
+    assert "FOREIGN KEY (`favourite_kid`) REFERENCES `db`.`kids` (`id`)" in stmts[3]
+    assert not any("FOREIGN KEY" in s for s in create_database_statements(load_model(write(tmp_path, GOOD)), "db"))
+    with pytest.raises(ModelError, match="`foreign_keys` must be true or false"):
+        load_model(write(tmp_path, mutated(lambda d: d.update(foreign_keys="yes"))))

@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dw_assets.defs.reports import GOLD_ASSETS, client_reports, portfolio_report
+from dw_assets.defs.reports import report_assets
+from dw_assets.model import load_model
 from dw_assets.partitions import CLIENTS_PARTITION_NAME
 from dw_assets.reports.catalog import load_reports
 from dw_assets.reports.engine import PORTFOLIO_SCOPE
@@ -16,6 +17,8 @@ from dw_assets.resources import DwSettings
 from dw_assets.settings import Settings
 
 from .test_reports_support import reports_settings, seeded_clients  # noqa: F401 - fixtures
+
+*GOLD_ASSETS, client_reports, portfolio_report = report_assets(load_model())
 
 
 def test_asset_specs_follow_the_sql_files():

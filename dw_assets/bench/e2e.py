@@ -271,21 +271,68 @@ def _rate_between(samples: list[tuple[float, float]], t0: float, t1: float) -> f
 
 def run_e2e_bench(settings: Settings, mode: str = "continuous", *, quick: bool = False,
                   params: E2EParams | None = None, work_dir: Path | None = None) -> StageResult:
-    """Freshness figures of the whole flow; `mode` "continuous" (plain processes) or "dagster" (the demo)."""
+    """Freshness figures of the whole flow; `mode` "service" (capture + `dw ingest run`, the product's default),
+    "continuous" (capture, landing writers and an apply loop as plain processes) or "dagster" (the demo's sensors)."""
     if mode == "dagster":
         return run_e2e_dagster(settings, quick=quick, params=params, work_dir=work_dir)
-    if mode != "continuous":
-        raise ValueError(f"mode must be 'continuous' or 'dagster', not {mode!r}")
+    if mode not in ("continuous", "service"):
+        raise ValueError(f"mode must be 'service', 'continuous' or 'dagster', not {mode!r}")
     p = params or E2EParams.for_run(quick)
-    work = Path(work_dir or settings.home / "bench-e2e")
+    work = Path(work_dir or settings.home / f"bench-e2e-{mode}")
     work.mkdir(parents=True, exist_ok=True)
-    return _continuous(settings, p, work)
+    return _continuous(settings, p, work, service=mode == "service")
 
 
-def _continuous(settings: Settings, p: E2EParams, work: Path) -> StageResult:
+def _ingest_service(home: Path, clients: list[str], work: Path, p: E2EParams) -> Child:
+    """`dw ingest run` for the benchmark's clients, logging every micro-batch (as the apply role does) and every
+    report build; it reports to the Dagster instance of the bench home, as in production."""
+    cmd = [sys.executable, "-m", "dw_assets.cli", "--home", str(home), "ingest", "run",
+           *(a for c in clients for a in ("--client", c)), "--apply-workers", str(p.apply_parallel),
+           "--max-age", str(p.landing_max_age_s), "--batch-log", str(work / "apply.json.jsonl"),
+           "--report-log", str(work / "reports.jsonl")]
+    return Child(cmd, log=work / "ingest.log")
+
+
+def _reports_from_service(probes: list[Probe], path: Path) -> None:
+    """Commit → report in service mode: a probe is in its client's reports once a build of that client *started*
+    after the probe was visible in silver (its gold queries read silver after that) and finished."""
+    try:
+        builds = [json.loads(line) for line in path.read_text().splitlines()]
+    except OSError:
+        return
+    by_client: dict[str, list[dict[str, Any]]] = {}
+    for b in builds:
+        by_client.setdefault(b["client"], []).append(b)
+    for pr in probes:
+        if pr.t_silver is None:
+            continue
+        after = [b for b in by_client.get(pr.client, []) if b["start"] >= pr.t_silver]
+        if after:
+            first = min(after, key=lambda b: b["start"])
+            pr.t_report = first["end"]
+            pr.report_build_s = first["end"] - first["start"]
+
+
+def _proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds so far of a live process and its live children (the service's report worker):
+    /proc/PID/stat fields 4 (ppid), 14 and 15."""
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            f = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or f[1] == str(pid):
+            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            found = True
+    return total if found else None
+
+
+def _continuous(settings: Settings, p: E2EParams, work: Path, service: bool = False) -> StageResult:
     from dw_assets.workload import seed_clients
 
-    result = StageResult("e2e", params={"mode": "continuous", **p.__dict__})
+    mode = "service" if service else "continuous"
+    result = StageResult("e2e", params={"mode": mode, **p.__dict__})
     names = [f"e2e_{i:02d}" for i in range(p.clients)]
     t0 = time.perf_counter()
     seed_clients(settings, names, rows_per_client=p.rows_per_client, seed=11)
@@ -295,16 +342,19 @@ def _continuous(settings: Settings, p: E2EParams, work: Path) -> StageResult:
     # A landing writer lists its client's topics at start and then only every 30 s; capture creates a topic at
     # the table's first event. Creating them first (as capture would) keeps that refresh out of the warm-up.
     _create_topics(settings, names)
-    roles = {
-        "capture service": _role("capture", home, names, work),
-        "landing": _role("landing", home, names, work, "--idle", str(p.landing_idle_s), "--max-age",
-                         str(p.landing_max_age_s)),
-        "apply": _role("apply", home, names, work, "--parallel", str(p.apply_parallel)),
-    }
+    roles = {"capture service": _role("capture", home, names, work)}
+    if service:
+        roles["ingest service"] = _ingest_service(home, names, work, p)
+    else:
+        roles["landing"] = _role("landing", home, names, work, "--idle", str(p.landing_idle_s), "--max-age",
+                                 str(p.landing_max_age_s))
+        roles["apply"] = _role("apply", home, names, work, "--parallel", str(p.apply_parallel))
     probes = None
+    cpu_at_load: float | None = None
     workload: Child | None = None
     try:
         probes = ProbeRunner(settings, names)
+        probes.build_reports = not service  # the service rebuilds reports itself (debounced)
         # Warm-up: one probe per client behind the initial snapshot; everything visible = pipeline caught up.
         t_start = time.perf_counter()
         for c in names:
@@ -330,6 +380,8 @@ def _continuous(settings: Settings, p: E2EParams, work: Path) -> StageResult:
 
         # Loaded phase: the workload in its own process, probes every probe_interval_s, round robin.
         workload = _workload(home, names, work, p)
+        if service:
+            cpu_at_load = _proc_cpu_s(roles["ingest service"].pid)
         load_start = time.time()
         turn = 0
         while workload.poll() is None:
@@ -348,6 +400,7 @@ def _continuous(settings: Settings, p: E2EParams, work: Path) -> StageResult:
         log.info("workload done after %.1f s", load_end - load_start)
         wl_child = workload.poll()
         result.processes["workload"] = wl_child.peak_rss_mb if wl_child else None
+        cpu_at_load_end = _proc_cpu_s(roles["ingest service"].pid) if service else None
         drained = probes.wait_all(p.drain_timeout_s)
         probes.wait_reports(60)
         log.info("loaded probes drained after %.1f s", time.time() - load_end)
@@ -368,8 +421,17 @@ def _continuous(settings: Settings, p: E2EParams, work: Path) -> StageResult:
         result.notes.append(f"some loaded probes were still not visible {p.drain_timeout_s:.0f} s after the "
                             "workload stopped; they are left out of the percentiles (see extra.unseen), so the "
                             "tail is understated")
-    result.figures = _figures(p, probes, warm, wl, work, load_start, load_end)
+    if service:
+        _reports_from_service(probes.done, work / "reports.jsonl")
+    result.figures = _figures(p, probes, warm, wl, work, load_start, load_end, service=service)
+    if service:
+        result.figures += _service_figures(p, stats["ingest service"], cpu_at_load, cpu_at_load_end, wl)
     cap, land, app = (_read_json(work / f"{n}.json") for n in ("capture", "landing", "apply"))
+    if service:
+        batches = [json.loads(line) for line in (work / "apply.json.jsonl").read_text().splitlines()] \
+            if (work / "apply.json.jsonl").exists() else []
+        land = {"files": "(service)"}
+        app = {"passes": len(batches), "errors": sum(1 for b in batches if b.get("failed"))}
     result.notes.append(
         f"{p.clients} clients seeded with ~{p.rows_per_client:,} rows each in {seed_s:.1f} s; snapshot → silver "
         f"for all clients in {catch_up_s:.1f} s (warm-up, not in the figures); workload achieved "
@@ -378,8 +440,11 @@ def _continuous(settings: Settings, p: E2EParams, work: Path) -> StageResult:
         f"passes ({app.get('errors', '?')} failed).")
     result.notes.append(
         "freshness = wall time from COMMIT returning to the probe seeing the marker in silver (polled every 0.1 s "
-        "on a new table version); to report = that plus one rebuild of the client's reports (the newest visible "
-        "probe is built, older ones waiting behind it are skipped).")
+        "on a new table version); to report = " + (
+            "until the end of the service's first rebuild of that client's reports that started after the marker "
+            "was in silver (debounced: DW_REPORTS_DEBOUNCE_SECONDS, default 10)." if service else
+            "that plus one rebuild of the client's reports (the newest visible probe is built, older ones "
+            "waiting behind it are skipped)."))
     failures = _failed_passes(work / "apply.json.jsonl")
     if failures:
         result.notes.append(f"{len(failures)} apply pass(es) failed and were retried by the next round; first: "
@@ -421,8 +486,28 @@ def _check_roles(roles: dict[str, Child]) -> None:
             raise RuntimeError(f"the {name} process exited early (code {r.returncode}); see its log {child.log}")
 
 
+def _service_figures(p: E2EParams, stats: Any, cpu0: float | None, cpu1: float | None,
+                     wl: dict[str, Any]) -> list[Figure]:
+    """Cost of the ingest service: peak RSS (wait4; its report worker process is not in it) and CPU seconds (with
+    the report worker) per 1,000 row changes of the loaded phase."""
+    flow = f"{p.clients} clients, {p.rate:,.0f} changes/s"
+    figs = [Figure("e2e", f"ingest service peak RSS ({flow})", "MB",
+                   [round(stats.peak_rss_mb, 1)] if stats.peak_rss_mb else [], higher_is_better=False,
+                   kind="memory", bound="Per client a landing writer (librdkafka buffers) and Delta/DuckDB state; "
+                                        "Dagster's instance for the runless events.",
+                   extra={"key": "service_peak_rss_mb", "cpu_s_total": round(stats.cpu_s, 1)})]
+    changes = wl.get("row_changes")
+    if cpu0 is not None and cpu1 is not None and changes:
+        figs.append(Figure("e2e", f"ingest service CPU seconds per 1,000 row changes ({flow})", "s",
+                           [round((cpu1 - cpu0) / changes * 1000, 3)], higher_is_better=False, kind="time",
+                           bound="Decoding the Debezium JSON while landing and the Delta commits of each micro-batch.",
+                           extra={"key": "service_cpu_per_1000", "cpu_s_loaded": round(cpu1 - cpu0, 1),
+                                  "row_changes": changes}))
+    return figs
+
+
 def _figures(p: E2EParams, probes: ProbeRunner, warm: list[Probe], wl: dict[str, Any], work: Path,
-             load_start: float, load_end: float) -> list[Figure]:
+             load_start: float, load_end: float, service: bool = False) -> list[Figure]:
     idle = [x for x in probes.done if not x.loaded]
     loaded = [x for x in probes.done if x.loaded]
     unseen = [x for x in probes.outstanding.values() if x.loaded]
@@ -443,13 +528,18 @@ def _figures(p: E2EParams, probes: ProbeRunner, warm: list[Probe], wl: dict[str,
         return {"n": len(vals), **{f"p{q}": (round(percentile(vals, q), 3) if vals else None) for q in (50, 95, 99)},
                 "max": round(max(vals), 3) if vals else None}
 
-    flow = f"{p.clients} clients, {p.rate:,.0f} changes/s"
-    bound_silver = (f"Landing flushes a partition {p.landing_idle_s:g} s after its last message (at most "
+    flow = f"{p.clients} clients, {p.rate:,.0f} changes/s" + (", ingest service" if service else "")
+    bound_silver = (f"The ingest service cuts a partition's file at most {p.landing_max_age_s:g} s after its first "
+                    f"message and applies each client's new files as one micro-batch ({p.apply_parallel} workers "
+                    f"over {p.clients} clients); under load a change waits for the batch in progress, then its own."
+                    ) if service else (f"Landing flushes a partition {p.landing_idle_s:g} s after its last message (at most "
                     f"{p.landing_max_age_s:g} s after its first), then the apply loop ({p.apply_parallel} threads "
                     f"over {p.clients} clients, a bronze append and one MERGE per changed table each) picks the file "
                     "up; the apply round dominates under load.")
-    bound_report = "Silver freshness plus one rebuild of the client's five reports (DuckDB over silver, gold Delta " \
-                   "writes, HTML)."
+    bound_report = ("Silver freshness, then the service's debounced rebuild (at most one per client per "
+                    "DW_REPORTS_DEBOUNCE_SECONDS, one build at a time over all clients)." if service else
+                    "Silver freshness plus one rebuild of the client's five reports (DuckDB over silver, gold Delta "
+                    "writes, HTML).")
     figures = []
     for attr, label, bound in (("silver_s", "commit → silver", bound_silver),
                                ("report_s", "commit → report", bound_report)):
@@ -492,7 +582,8 @@ def _figures(p: E2EParams, probes: ProbeRunner, warm: list[Probe], wl: dict[str,
         "row changes committed by the workload (same windows)", commit_rates,
         bound="Keeping up is the requirement: the ratio stays near 1 while the apply round is shorter than the "
               "window; the workload itself is paced to the requested rate.",
-        extra={"workload": {k: wl.get(k) for k in ("achieved_rate", "row_changes", "commits", "retries")},
+        extra={"keep_up": round(sum(silver_rates) / sum(commit_rates), 3) if sum(commit_rates) else None,
+               "workload": {k: wl.get(k) for k in ("achieved_rate", "row_changes", "commits", "retries")},
                "probe_commit_s_p50": percentile([x.commit_s for x in loaded], 50),
                "unseen": len(unseen), "warm_up_probes": len(warm),
                "apply_pass_s_p50_under_load": pass_s, "apply_silver_phase_s_p50_under_load": silver_s}))
@@ -542,7 +633,9 @@ def _dagster(settings: Settings, p: E2EParams, work: Path) -> StageResult:
     from dw_assets.demo.runner import DemoOptions, DemoRunner
 
     marker_interval = 2.0
+    # service=False: the sensor-only mode (`dw demo --sensors`), measured beside the ingest service.
     wanted = dict(clients=p.clients, duration=p.duration_s, ui=False, rate=p.rate, rows_per_client=p.rows_per_client,
+                  service=False,
                   # Markers still unseen after this are counted as unseen (extra), keeping the run inside the budget.
                   marker_interval=marker_interval, catch_up_timeout=min(p.catch_up_timeout_s, 180),
                   mariadb_port=settings.mariadb.port, kafka_port=int(settings.kafka.bootstrap.rsplit(":", 1)[1]))

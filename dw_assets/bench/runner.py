@@ -147,13 +147,13 @@ def merge_into(previous: dict, new: dict) -> dict:
 
 
 def merge_dagster(continuous: StageResult, dagster: StageResult) -> None:
-    """Fold the Dagster-mode result into the e2e stage; its figures take the continuous mode's same percentile
+    """Fold the Dagster-mode result into the e2e stage; its figures take the service mode's same percentile
     from this run as their reference."""
     by_key = {f.extra.get("key"): f for f in continuous.figures if f.extra.get("key")}
     for f in dagster.figures:
         ref = by_key.get(f.extra.get("reference_key"))
         if ref is not None and f.runs:
-            f.reference_name = "continuous mode, same run (" + ref.name.split(" (")[0].replace("freshness ", "") + ")"
+            f.reference_name = "ingest service mode, same run (" + ref.name.split(" (")[0].replace("freshness ", "") + ")"
             f.reference_runs = list(ref.runs)
     continuous.figures += dagster.figures
     continuous.notes += dagster.notes + ([f"dagster mode {dagster.status}: {dagster.error}"] if dagster.error else [])

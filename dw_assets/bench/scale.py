@@ -162,7 +162,7 @@ def _drift_figure(settings: Settings, names: list[str]) -> Figure:
 
     secs, outs = _times(lambda: drift_report(settings))
     ref, _ = _times(bare)
-    summary = drift_summary(outs[-1])
+    summary = drift_summary(outs[-1], settings.standard_model())
     return Figure("scale", f"schema drift sweep, {len(names)} clients (production + staging, 8 tables each)", "s",
                   secs, "one information_schema query over the same databases", ref, higher_is_better=False,
                   kind="time",

@@ -25,7 +25,9 @@ SIZES: dict[str, dict[str, tuple[Any, Any]]] = {
     "landing": {"events": (500_000, 50_000), "clients": (10, 10), "parallel": (3, 3)},
     "apply": {"rows": (1_000_000, 100_000), "changes": (100_000, 10_000),
               # Files per table: simulated minutes of 2,000 changes/s (quick: too short for a compaction).
-              "files_minutes": (60, 6)},
+              "files_minutes": (60, 6),
+              # One client micro-batch (~200 changes over 8 tables): batches timed, rows per table of the large run.
+              "micro_batches": (7, 3), "micro_large_rows": (200_000, 50_000)},
     "reports": {"order_rows": (10_000_000, 1_000_000), "clients": (10, 10)},
     # Quick: a batch of 2, not 5: one onboarding pass costs ~12 s of fixed steps whatever its size.
     "onboard": {"rows": (10_000, 1_000), "batch": (50, 2)},
@@ -50,6 +52,49 @@ def _measure(fn: Callable[[], dict[str, Any]], repeats: int = REPEATS, warmup: i
 def _med(values: list[float]) -> float | None:
     values = [v for v in values if v is not None]
     return round(statistics.median(values), 3) if values else None
+
+
+# ---- the command line ------------------------------------------------------------------------------------------
+
+# What a user types most; each answers from the stage's running stack (`--home`).
+CLI_COMMANDS = (("dw --help", ["--help"]), ("dw clients list", ["clients", "list"]),
+                ("dw stack status", ["stack", "status"]))
+
+
+def bench_cli(settings: Settings, quick: bool) -> StageResult:
+    """Wall time of a `dw` command in a fresh process beside `python -c pass` (the interpreter's own start), the
+    runs interleaved so both see the same load."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "dw"
+    dw = [str(script)] if script.exists() else [sys.executable, "-m", "dw_assets.cli"]
+    env = {**os.environ, "COLUMNS": "120"}
+
+    def timed(cmd: list[str]) -> float:
+        t = time.perf_counter()
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
+        seconds = time.perf_counter() - t
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[-2:])} exited {done.returncode}: {done.stderr.decode()[-300:]}")
+        return seconds
+
+    runs: dict[str, list[float]] = {name: [] for name, _ in CLI_COMMANDS}
+    ref: list[float] = []
+    for i in range(WARMUP + (5 if quick else 9)):
+        pass_s = timed([sys.executable, "-c", "pass"])
+        cmd_s = {name: timed([*dw, "--home", str(settings.home), *args]) for name, args in CLI_COMMANDS}
+        if i >= WARMUP:
+            ref.append(pass_s)
+            for name, s in cmd_s.items():
+                runs[name].append(s)
+    figs = [Figure("cli", name, "s", runs[name], "python -c pass", ref, higher_is_better=False, kind="time",
+                   bound="interpreter start plus the imports of the one command run (the lazy COMMANDS table), "
+                         "then its own work: a registry query, the stack's PID and round-trip checks")
+            for name, _ in CLI_COMMANDS]
+    return StageResult("cli", figs, params={"runs": len(ref)})
 
 
 # ---- CDC -------------------------------------------------------------------------------------------------------
@@ -130,7 +175,37 @@ def bench_apply(settings: Settings, quick: bool) -> StageResult:
                "initial_load_rows_per_s": [r["initial_load_rows_per_s"] for r in runs],
                "per_run_ratio": [r["ratio_apply_to_reference"] for r in runs],
                "peak_rss_mb": round(peak_rss_mb() or 0, 1)})
-    return StageResult("apply", [fig, _files_figure(settings, p["files_minutes"])], params=p)
+    return StageResult("apply", [fig, *_micro_figures(settings, p), _files_figure(settings, p["files_minutes"])],
+                       params=p)
+
+
+def _micro_figures(settings: Settings, p: dict[str, Any]) -> list[Figure]:
+    from dw_assets.lakehouse.microbatch_bench import run_microbatch_bench
+
+    r = run_microbatch_bench(settings, batches=p["micro_batches"], large_rows=p["micro_large_rows"])
+    small, large, ref = r["small"], r["large"], r["reference"]
+    ref_s = r["reference_8_merges_1_append_s"]
+    name = f"one client micro-batch, {r['changes']} changes over {r['tables']} tables"
+    extra = {"commits_per_batch": small["commits"], "phases_s_median": small["phases_s"],
+             "cpu_s_median": small["cpu_median_s"], "reference_merge_s": round(ref["merge_s"], 4),
+             "reference_append_s": round(ref["append_s"], 4), "target_s": 0.5}
+    figs = [Figure(
+        "apply", f"{name} of {small['rows_per_table']:,} rows (apply_client, {_med(small['commits'])} Delta commits)",
+        "s", small["seconds"], "bare deltalake: 8 MERGEs of 50 rows into 10,000 rows with CDF + 1 append",
+        [ref_s], higher_is_better=False, kind="time",
+        bound="Per table a DuckDB decode of the row images, the key-pruned read of silver and one MERGE commit "
+              "(CDF on); per batch one bronze append and one manifest append; SCD2 tables add a history MERGE. "
+              "On 2 cores the tables run 2 at a time.", extra=extra)]
+    if large:
+        figs.append(Figure(
+            "apply", f"{name} of {large['rows_per_table']:,} rows ({_med(large['commits'])} Delta commits)", "s",
+            large["seconds"], f"the same batch into {small['rows_per_table']:,}-row tables (same run)",
+            small["seconds"], higher_is_better=False, kind="time",
+            bound="What grows with the table is the MERGE's copy-on-write rewrite of the silver files the batch "
+                  "touches; reads of silver, bronze and tombstones are pruned to the batch's keys and positions.",
+            extra={"commits_per_batch": large["commits"], "phases_s_median": large["phases_s"],
+                   "cpu_s_median": large["cpu_median_s"]}))
+    return figs
 
 
 def _files_figure(settings: Settings, minutes: float) -> Figure:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import orjson
 
-from .row_decoder import b64, float32_repr, render_bits
+from .row_decoder import b64, float32_repr, render_bits, render_geometry
 
 CONNECTOR = "mariadb"
 VERSION = "dw-cdc-1.0"
@@ -145,6 +145,8 @@ def text_renderer(col: SnapshotColumn) -> Callable[[Any], Any]:
     if t == "bit":
         bits = int(col.column_type.partition("(")[2].rstrip(")") or 1)
         return lambda v: render_bits(v, bits)
-    if t in _BLOBS or t in _GEOMETRY or col.binary:
+    if t in _GEOMETRY:
+        return lambda v: render_geometry(v if isinstance(v, (bytes, bytearray)) else v.encode("latin-1"))
+    if t in _BLOBS or col.binary:
         return lambda v: b64(v) if isinstance(v, (bytes, bytearray)) else b64(v.encode())
     return lambda v: v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else v

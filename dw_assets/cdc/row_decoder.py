@@ -93,6 +93,12 @@ def render_bits(data: bytes, bits: int) -> bool | str:
     return b64(data[::-1])
 
 
+def render_geometry(data: bytes) -> dict[str, Any]:
+    """MariaDB's geometry value (4-byte little-endian SRID + WKB) -> Debezium's io.debezium.data.geometry.Geometry
+    struct: {"wkb": base64 of the WKB, "srid": the SRID, null when 0 (as Debezium's MySqlGeometry does)}."""
+    return {"wkb": b64(data[4:]), "srid": int.from_bytes(data[:4], "little") or None}
+
+
 def render_set(mask: int, labels: tuple[str, ...]) -> str:
     return ",".join(label for i, label in enumerate(labels) if mask >> i & 1)
 
@@ -210,6 +216,7 @@ def compile_decoder(database: str, table: str, columns: list[ColumnSpec], primar
         "render_timestamp": render_timestamp,
         "render_bits": render_bits,
         "render_set": render_set,
+        "render_geometry": render_geometry,
         "_datetime2": _datetime2,
         "_time2": _time2,
         "_old_datetime": _old_datetime,
@@ -283,7 +290,8 @@ def _column_code(i: int, col: ColumnSpec, ns: dict[str, Any], database: str, tab
         if t == F.JSON:
             raise UnsupportedColumn(f"{database}.{table}.{col.name}: MySQL binary JSON is not produced by MariaDB")
         if t == F.GEOMETRY:
-            return [f"n = from_bytes(buf[p:p + {ls}], 'little'); p += {ls}", f"{v} = b64(buf[p:p + n]); p += n"]
+            return [f"n = from_bytes(buf[p:p + {ls}], 'little'); p += {ls}",
+                    f"{v} = render_geometry(buf[p:p + n]); p += n"]
         return [f"n = from_bytes(buf[p:p + {ls}], 'little'); p += {ls}", _bytes_to_value(v, "buf[p:p + n]", col) + "; p += n"]
     if t == F.DATE:
         return [f"x = from_bytes(buf[p:p + 3], 'little'); p += 3",

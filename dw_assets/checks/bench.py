@@ -12,7 +12,7 @@ from typing import Any
 
 from dw_assets import db
 from dw_assets.identifiers import quote_ident, quote_qualified
-from dw_assets.model import StandardModel, load_model
+from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
 from .conformance import client_databases
@@ -58,7 +58,7 @@ def _bare(settings: Settings, database: str, model: StandardModel, checksum: boo
 
 def measure_reconcile(settings: Settings, client: str = BENCH_CLIENT) -> dict[str, Any]:
     """One repetition: the check, its two sides alone, and the bare references."""
-    model = load_model(settings.model_path)
+    model = settings.standard_model()
     dbs = client_databases(settings, client)
     t0 = time.perf_counter()
     res = reconcile(settings, dbs, model, rounds=1, settle_seconds=0)

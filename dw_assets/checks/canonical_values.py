@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from dw_assets.model import TypeSpec
+from dw_assets.model.geometry import to_internal
 
 NULL = "\x00N"  # cannot collide with a rendered value: no rendering starts with NUL
 SEP = "\x1f"
@@ -87,6 +88,13 @@ def _bytes(strip_padding: bool) -> Renderer:
     return render
 
 
+def _geometry(v: Any) -> str:
+    # MariaDB gives its stored bytes (SRID + WKB); silver the struct {wkb, srid}: both render as the stored bytes.
+    if isinstance(v, dict):
+        v = to_internal(v["wkb"], v["srid"])
+    return bytes(v).hex()
+
+
 def _text(v: Any) -> str:
     return v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)
 
@@ -124,6 +132,8 @@ def renderer(spec: TypeSpec) -> Renderer:
         return _set(spec.values)
     if spec.is_binary:
         return _bytes(strip_padding=b == "binary")
+    if spec.is_geometry:
+        return _geometry
     return _text
 
 

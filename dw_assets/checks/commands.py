@@ -30,27 +30,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_drift(settings: Settings, clients: list[str] | None, as_json: bool) -> int:
     from dw_assets.onboarding.registry import RegistryError
 
+    model = settings.standard_model()
     try:
-        report = drift_report(settings, clients)
+        report = drift_report(settings, clients, model)
     except RegistryError as e:
         raise CommandError(str(e)) from None
     if as_json:
-        print(json.dumps({"summary": drift_summary(report), "clients": [r.as_dict() for r in report]},
+        print(json.dumps({"summary": drift_summary(report, model), "clients": [r.as_dict() for r in report]},
                          indent=2, default=str))
     else:
-        print_report(report)
+        print_report(report, model)
     return 1 if any(r.breaking for r in report) else 0
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    from dw_assets.model import load_model
 
     from .drift_report import checked_clients
     from .freshness import applied_ts_by_table
     from .reconciliation import reconcile
     from .repair import RepairError, repair_client
 
-    model = load_model(settings.model_path)
+    model = settings.standard_model()
     unknown = sorted(set(args.table or []) - set(model.table_names))
     if unknown:
         raise CommandError(f"--table {', '.join(unknown)}: not in the model (tables: {', '.join(model.table_names)})")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from dw_assets.identifiers import staging_db_for, validate_client_name
-from dw_assets.model import StandardModel, load_model
+from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
 from .schema_diff import Difference, adopt_ddl, diff_schemas, severity_counts
@@ -80,7 +80,7 @@ def production_conformance(settings: Settings, client: str | ClientDatabases,
                            ) -> ConformanceResult:
     """Production schema vs the model; the DDL makes production match the model."""
     dbs = client if isinstance(client, ClientDatabases) else client_databases(settings, client)
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     reference = snapshot_from_model(model)
     snap, missing = _snapshot_or_empty(settings, dbs.production_db, snapshots)
     diffs = diff_schemas(reference, snap, target_db=dbs.production_db)

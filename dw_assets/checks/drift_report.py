@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from dw_assets.model import StandardModel, load_model
+from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
 from .conformance import (
@@ -74,7 +74,7 @@ def checked_clients(settings: Settings) -> list[ClientDatabases]:
 
 def drift_report(settings: Settings, clients: list[str] | None = None, model: StandardModel | None = None
                  ) -> list[ClientDrift]:
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     targets = [client_databases(settings, c) for c in clients] if clients else checked_clients(settings)
     # Every database's schema in a few bulk information_schema reads, then the diffs in Python: per-client
     # reads cost MariaDB a privilege check and a table open per query (minutes at 500 clients).
@@ -82,9 +82,8 @@ def drift_report(settings: Settings, clients: list[str] | None = None, model: St
     return [client_drift(settings, c, model, snapshots) for c in targets]
 
 
-def drift_summary(report: list[ClientDrift], model: StandardModel | None = None) -> dict[str, Any]:
-    """How many clients on which model version, how many conform (no breaking difference)."""
-    model = model or load_model()
+def drift_summary(report: list[ClientDrift], model: StandardModel) -> dict[str, Any]:
+    """How many clients on which model version, how many conform (no breaking difference) to `model`."""
     versions = Counter(r.model_version or "unknown" for r in report)
     conforming_by_version = Counter(r.model_version or "unknown" for r in report if r.conforming)
     return {
@@ -109,7 +108,7 @@ def summary_markdown(report: list[ClientDrift]) -> str:
     return "\n".join(lines)
 
 
-def print_report(report: list[ClientDrift], console: Console | None = None) -> None:
+def print_report(report: list[ClientDrift], model: StandardModel, console: Console | None = None) -> None:
     console = console or Console()
     for r in report:
         verdict = "[green]conforms[/]" if r.conforming else "[bold red]BREAKING[/]"
@@ -125,6 +124,6 @@ def print_report(report: list[ClientDrift], console: Console | None = None) -> N
                 t.add_row(where, f"[{SEVERITY_STYLE[d.severity]}]{d.severity}[/]", d.kind, d.table, d.column or "",
                           d.old or "", d.new or "", d.ddl or "")
         console.print(t)
-    s = drift_summary(report)
+    s = drift_summary(report, model)
     console.print(f"{s['clients']} client(s): {s['conforming']} conforming, {s['breaking']} with breaking "
                   f"differences, {s['staging_ahead']} with staging ahead of production")

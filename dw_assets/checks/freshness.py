@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from dw_assets.model import StandardModel, load_model
+from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
 from . import silver_tables
@@ -38,7 +38,7 @@ class FreshnessResult:
 
 
 def applied_ts_by_table(settings: Settings, client: str, model: StandardModel | None = None) -> dict[str, int | None]:
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     out: dict[str, int | None] = {}
     for t in model.tables:
         dt = silver_tables.open_silver(settings, client, t.name)

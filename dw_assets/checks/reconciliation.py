@@ -19,7 +19,7 @@ import pymysql.cursors
 
 from dw_assets import db
 from dw_assets.identifiers import quote_ident, quote_qualified
-from dw_assets.model import StandardModel, Table, load_model
+from dw_assets.model import StandardModel, Table
 from dw_assets.settings import Settings
 
 from . import silver_tables
@@ -278,7 +278,7 @@ def reconcile(settings: Settings, client: str | ClientDatabases, model: Standard
     second in the target.
     """
     dbs = client if isinstance(client, ClientDatabases) else client_databases(settings, client)
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     plans, results = plan_tables(settings, dbs, model, tables)
     if not plans:
         return ReconciliationResult(dbs.client, results, 0, None)

@@ -23,7 +23,7 @@ from dw_assets.cdc.envelope import dumps, select_expression
 from dw_assets.cdc.snapshot import consistent_snapshot_position, snapshot_connection, table_layout
 from dw_assets.contracts import LANDING_SCHEMA, data_topic
 from dw_assets.identifiers import quote_ident, quote_qualified
-from dw_assets.model import StandardModel, Table, TypeSpec, load_model
+from dw_assets.model import StandardModel, Table, TypeSpec
 from dw_assets.settings import Settings
 
 from .canonical_values import NULL, SEP, renderer
@@ -248,7 +248,7 @@ def repair_client(settings: Settings, client: str | ClientDatabases, model: Stan
     from dw_assets.lakehouse.apply import apply_corrections
 
     dbs = client if isinstance(client, ClientDatabases) else client_databases(settings, client)
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     check = dict(tables=tables, rounds=rounds, settle_seconds=settle_seconds, watermark=watermark)
     found = found or reconcile(settings, dbs, model, **check)  # type: ignore[arg-type]
     result = RepairResult(dbs.client, found)

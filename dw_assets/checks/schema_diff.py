@@ -12,7 +12,10 @@ Classification (why):
   a widening type change (INT->BIGINT, VARCHAR(50)->VARCHAR(100), DECIMAL(10,2)->DECIMAL(12,2), new ENUM labels
   at the end, FLOAT->DOUBLE, TEXT->MEDIUMTEXT) whose Arrow type holds every old value, and NOT NULL -> NULL
   (silver columns are nullable).
-- informational: column order, NULL -> NOT NULL (every value already fits).
+- informational: column order, NULL -> NOT NULL (every value already fits), a changed collation or
+  ON UPDATE CURRENT_TIMESTAMP (values still arrive through the binlog as they are), a missing or extra index or
+  foreign key (compared by columns and uniqueness, not by name). A collation change on a primary-key column is
+  breaking: it changes which keys the source considers equal, and silver merges by key.
 """
 from __future__ import annotations
 
@@ -26,10 +29,11 @@ import pyarrow as pa
 from dw_assets.identifiers import quote_ident, quote_qualified
 from dw_assets.model import TypeSpec, arrow_type
 
-from .schema_snapshot import ColumnSnapshot, SchemaSnapshot, TableSnapshot
+from .schema_snapshot import ColumnSnapshot, IndexSnapshot, SchemaSnapshot, TableSnapshot
 
 Kind = Literal["missing_table", "extra_table", "missing_column", "extra_column", "type_changed",
-               "nullability_changed", "primary_key_changed", "column_order_changed"]
+               "nullability_changed", "primary_key_changed", "column_order_changed", "collation_changed",
+               "on_update_changed", "missing_index", "extra_index", "missing_foreign_key", "extra_foreign_key"]
 Severity = Literal["breaking", "additive", "informational"]
 SEVERITY_RANK = {"breaking": 0, "additive": 1, "informational": 2}
 
@@ -156,12 +160,16 @@ def diff_schemas(reference: SchemaSnapshot, actual: SchemaSnapshot, target_db: s
                                   ref_t.create_sql(target_db) if target_db else None))
             continue
         out += _diff_table(ref_t, act_t, target_db)
+        out += _diff_indexes(ref_t, act_t, target_db)
+        if reference.has_foreign_keys and actual.has_foreign_keys:
+            out += _diff_foreign_keys(ref_t, act_t, target_db)
     for act_t in actual.tables:
         if reference.table(act_t.name) is None:
             out.append(Difference("extra_table", act_t.name, None, None, None, "additive",
                                   "a new table the model does not list (not captured until the model adds it)",
                                   None))
-    out.sort(key=lambda d: (SEVERITY_RANK[d.severity], d.table, d.column or "", d.kind))
+    # Additions before removals: DDL applied in this order never drops an index a foreign key still needs.
+    out.sort(key=lambda d: (SEVERITY_RANK[d.severity], d.table, d.column or "", d.kind.startswith("extra_"), d.kind))
     return out
 
 
@@ -178,6 +186,19 @@ def _diff_table(ref: TableSnapshot, act: TableSnapshot, target_db: str | None) -
         if rc.column_type != ac.column_type:
             sev, why = _classify_type(rc, ac)
             out.append(Difference("type_changed", ref.name, rc.name, rc.column_type, ac.column_type, sev, why,
+                                  f"ALTER TABLE {qt} MODIFY COLUMN {rc.definition}" if qt else None))
+        if rc.collation != ac.collation and rc.collation and ac.collation:
+            in_key = rc.name in ref.primary_key
+            out.append(Difference(
+                "collation_changed", ref.name, rc.name, rc.collation, ac.collation,
+                "breaking" if in_key else "informational",
+                "the source now compares key values differently; silver merges by the key" if in_key
+                else "sorting and comparison in the source change; values arrive as they are",
+                f"ALTER TABLE {qt} MODIFY COLUMN {rc.definition}" if qt else None))
+        if rc.on_update != ac.on_update:
+            out.append(Difference("on_update_changed", ref.name, rc.name, rc.on_update, ac.on_update,
+                                  "informational", "the server's automatic update of the column changed; its "
+                                  "values still arrive through the binlog",
                                   f"ALTER TABLE {qt} MODIFY COLUMN {rc.definition}" if qt else None))
         if rc.nullable != ac.nullable:
             relaxed = ac.nullable and rc.name not in ref.primary_key
@@ -208,6 +229,61 @@ def _diff_table(ref: TableSnapshot, act: TableSnapshot, target_db: str | None) -
     if common != act_order:
         out.append(Difference("column_order_changed", ref.name, None, ",".join(common), ",".join(act_order),
                               "informational", "capture and the lake address columns by name", None))
+    return out
+
+
+def _index_sql(qt: str, ix: IndexSnapshot) -> str:
+    cols = ", ".join(quote_ident(c) for c in ix.columns)
+    return f"ALTER TABLE {qt} ADD {'UNIQUE ' if ix.unique else ''}INDEX {quote_ident(ix.name)} ({cols})"
+
+
+def _diff_indexes(ref: TableSnapshot, act: TableSnapshot, target_db: str | None) -> list[Difference]:
+    """Secondary indexes by (columns, unique): a renamed index is no difference, a changed one is."""
+    qt = quote_qualified(target_db, ref.name) if target_db else None
+
+    def shape(ix: IndexSnapshot) -> tuple:
+        return ix.columns, ix.unique
+
+    text = _index_text
+    act_shapes, ref_shapes = {shape(i) for i in act.indexes}, {shape(i) for i in ref.indexes}
+    out = [Difference("missing_index", ref.name, None, text(ix), None, "informational",
+                      "an index or unique key of the reference is missing (the lake does not depend on it)",
+                      _index_sql(qt, ix) if qt else None)
+           for ix in ref.indexes if shape(ix) not in act_shapes]
+    out += [Difference("extra_index", ref.name, None, None, text(ix), "informational",
+                       "an index or unique key the reference does not have (the lake does not depend on it)",
+                       f"ALTER TABLE {qt} DROP INDEX {quote_ident(ix.name)}" if qt else None)
+            for ix in act.indexes if shape(ix) not in ref_shapes and not _fk_index(act, ix)]
+    return out
+
+
+def _index_text(ix: IndexSnapshot) -> str:
+    return ("UNIQUE " if ix.unique else "") + "(" + ",".join(ix.columns) + ")"
+
+
+def _fk_index(t: TableSnapshot, ix: IndexSnapshot) -> bool:
+    # InnoDB creates an index for a foreign key that has none (named after the constraint).
+    return not ix.unique and any(fk.name == ix.name and (fk.column,) == ix.columns for fk in t.foreign_keys)
+
+
+def _diff_foreign_keys(ref: TableSnapshot, act: TableSnapshot, target_db: str | None) -> list[Difference]:
+    qt = quote_qualified(target_db, ref.name) if target_db else None
+    text = {fk: f"{fk.column} -> {fk.ref_table}.{fk.ref_column}" for fk in (*ref.foreign_keys, *act.foreign_keys)}
+    act_shapes = {text[f] for f in act.foreign_keys}
+    ref_shapes = {text[f] for f in ref.foreign_keys}
+    out = []
+    for fk in ref.foreign_keys:
+        if text[fk] not in act_shapes:
+            ddl = (f"ALTER TABLE {qt} ADD CONSTRAINT {quote_ident(fk.name)} FOREIGN KEY ({quote_ident(fk.column)}) "
+                   f"REFERENCES {quote_qualified(target_db, fk.ref_table)} ({quote_ident(fk.ref_column)})"
+                   if qt and target_db else None)
+            out.append(Difference("missing_foreign_key", ref.name, fk.column, text[fk], None, "informational",
+                                  "a foreign-key constraint is missing: the source no longer enforces it", ddl))
+    for fk in act.foreign_keys:
+        if text[fk] not in ref_shapes:
+            out.append(Difference("extra_foreign_key", ref.name, fk.column, None, text[fk], "informational",
+                                  "a foreign-key constraint the reference does not have",
+                                  f"ALTER TABLE {qt} DROP FOREIGN KEY {quote_ident(fk.name)}" if qt else None))
     return out
 
 
@@ -249,7 +325,10 @@ def adopt_ddl(diffs: list[Difference], source: SchemaSnapshot, target_db: str) -
             ddl = f"ALTER TABLE {qt} ADD COLUMN {src_c.definition}{_after(src_t, src_c)}"
         elif d.kind == "missing_column" and d.column:
             ddl = f"ALTER TABLE {qt} DROP COLUMN {quote_ident(d.column)}"
-        elif d.kind in ("type_changed", "nullability_changed") and src_c:
+        elif d.kind == "extra_index" and src_t:
+            ix = next((i for i in src_t.indexes if _index_text(i) == d.new), None)
+            ddl = _index_sql(qt, ix) if ix else None
+        elif d.kind in ("type_changed", "nullability_changed", "collation_changed", "on_update_changed") and src_c:
             ddl = f"ALTER TABLE {qt} MODIFY COLUMN {src_c.definition}"
         elif d.kind == "primary_key_changed" and src_t and src_t.primary_key:
             cols = ", ".join(quote_ident(c) for c in src_t.primary_key)

@@ -14,7 +14,7 @@ import pymysql
 from dw_assets import db
 from dw_assets.identifiers import quote_ident, quote_qualified
 from dw_assets.model import StandardModel, TypeParseError, TypeSpec, parse_type
-from dw_assets.model.ddl import TABLE_OPTIONS, column_definition
+from dw_assets.model.ddl import TABLE_OPTIONS, column_definition, foreign_key_name, foreign_keys
 from dw_assets.settings import Settings
 
 
@@ -27,6 +27,8 @@ class ColumnSnapshot:
     default: str | None = None  # SQL expression as the server renders it ("'active'", "0", "current_timestamp(6)")
     auto_increment: bool = False
     definition: str = ""  # a column definition for DDL (`name` type [NOT] NULL [DEFAULT ...])
+    collation: str | None = None  # information_schema.COLUMNS.COLLATION_NAME (None: not a character column)
+    on_update: str | None = None  # "current_timestamp(6)" / "current_timestamp" for ON UPDATE CURRENT_TIMESTAMP
 
     @property
     def type(self) -> TypeSpec | None:
@@ -50,11 +52,20 @@ class IndexSnapshot:
 
 
 @dataclass(frozen=True)
+class ForeignKeySnapshot:
+    name: str
+    column: str
+    ref_table: str
+    ref_column: str
+
+
+@dataclass(frozen=True)
 class TableSnapshot:
     name: str
     columns: tuple[ColumnSnapshot, ...]
     primary_key: tuple[str, ...]
     indexes: tuple[IndexSnapshot, ...] = ()
+    foreign_keys: tuple[ForeignKeySnapshot, ...] = ()
 
     def column(self, name: str) -> ColumnSnapshot | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -79,6 +90,8 @@ class TableSnapshot:
 class SchemaSnapshot:
     source: str  # "model 1.0.0" or "mariadb:<database>", for messages
     tables: tuple[TableSnapshot, ...]
+    # False for a model without `foreign_keys: true`: it asserts nothing about constraints, so none are compared.
+    has_foreign_keys: bool = True
     taken_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def table(self, name: str) -> TableSnapshot | None:
@@ -98,18 +111,33 @@ class SchemaSnapshot:
 def snapshot_from_model(model: StandardModel) -> SchemaSnapshot:
     """The structure every client database should have, in the same shape as a live snapshot."""
     tables = []
+    fks: dict[str, list[ForeignKeySnapshot]] = {}
+    for t, c, r in foreign_keys(model):
+        fk = ForeignKeySnapshot(foreign_key_name(t.name, c.name), c.name, r.table, r.column)
+        fks.setdefault(t.name, []).append(fk)
     for t in model.tables:
         cols = tuple(
             ColumnSnapshot(name=c.name, column_type=c.type.column_type(), nullable=c.nullable, ordinal=c.ordinal,
                            default=_model_default(c) if c.has_default else None, auto_increment=c.auto_increment,
-                           definition=column_definition(c))
+                           definition=column_definition(c), collation=model_collation(c),
+                           on_update=c.on_update.lower() if c.on_update else None)
             for c in t.columns
         )
-        indexes = [IndexSnapshot(f"ux_{c.name}"[:64], (c.name,), True) for c in t.columns if c.unique]
-        indexes += [IndexSnapshot(f"ix_{c.name}"[:64], (c.name,), False) for c in t.reference_columns
-                    if t.primary_key[0] != c.name and not c.unique]
-        tables.append(TableSnapshot(t.name, cols, tuple(t.primary_key), tuple(indexes)))
-    return SchemaSnapshot(source=f"model {model.version}", tables=tuple(tables))
+        indexes = tuple(IndexSnapshot(ix.name, ix.columns, ix.unique) for ix in t.all_indexes)
+        tables.append(TableSnapshot(t.name, cols, tuple(t.primary_key), indexes, tuple(fks.get(t.name, ()))))
+    return SchemaSnapshot(source=f"model {model.version}", tables=tuple(tables), has_foreign_keys=model.foreign_keys)
+
+
+DEFAULT_COLLATION = "utf8mb4_unicode_ci"  # TABLE_OPTIONS' collation, what a column without COLLATE gets
+
+
+def model_collation(c: Any) -> str | None:
+    """The COLLATION_NAME MariaDB reports for a model column (JSON is LONGTEXT with utf8mb4_bin)."""
+    if c.collation:
+        return c.collation
+    if c.type.base == "json":
+        return "utf8mb4_bin"
+    return DEFAULT_COLLATION if c.type.is_text and c.type.base != "uuid" else None
 
 
 def _model_default(c: Any) -> str:
@@ -126,7 +154,7 @@ _COLUMNS_SQL = (
     # No JOIN with TABLES to keep base tables only: MariaDB then opens every table twice (5 s instead of 0.05 s
     # per 100 databases); views are dropped in Python against the TABLES result instead.
     "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABLE, COLUMN_TYPE, "
-    "EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({in_list}) "
+    "EXTRA, COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({in_list}) "
     "ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
 )
 _TABLES_SQL = ("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({in_list}) "
@@ -134,6 +162,10 @@ _TABLES_SQL = ("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES W
 _INDEXES_SQL = ("SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM "
                 "information_schema.STATISTICS WHERE TABLE_SCHEMA IN ({in_list}) "
                 "ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX")
+_FOREIGN_KEYS_SQL = ("SELECT TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, "
+                     "REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
+                     "WHERE TABLE_SCHEMA IN ({in_list}) AND REFERENCED_TABLE_NAME IS NOT NULL "
+                     "ORDER BY TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME")
 _SCHEMATA_SQL = "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({in_list})"
 # MariaDB's JSON is LONGTEXT plus a json_valid() check; the model reports JSON as "longtext" too, so the check
 # constraint is not needed for comparison.
@@ -177,9 +209,11 @@ def snapshot_databases(settings: Settings, databases: Sequence[str], conn: pymys
             col_rows = cur.fetchall()
             cur.execute(_INDEXES_SQL.format(in_list=in_list), part)
             ix_rows = cur.fetchall()
-        names, cols, ixs = (_by_schema(part, rows) for rows in (table_rows, col_rows, ix_rows))
+            cur.execute(_FOREIGN_KEYS_SQL.format(in_list=in_list), part)
+            fk_rows = cur.fetchall()
+        names, cols, ixs, fks = (_by_schema(part, rows) for rows in (table_rows, col_rows, ix_rows, fk_rows))
         for d in part:
-            out[d] = _build_snapshot(d, [r[0] for r in names[d]], cols[d], ixs[d]) if d in present else None
+            out[d] = _build_snapshot(d, [r[0] for r in names[d]], cols[d], ixs[d], fks[d]) if d in present else None
     return out
 
 
@@ -191,16 +225,22 @@ def _by_schema(schemas: list[str], rows: Sequence[tuple]) -> dict[str, list[tupl
     return out
 
 
-def _build_snapshot(database: str, names: list[str], col_rows: list[tuple], ix_rows: list[tuple]) -> SchemaSnapshot:
+def _build_snapshot(database: str, names: list[str], col_rows: list[tuple], ix_rows: list[tuple],
+                    fk_rows: Sequence[tuple] = ()) -> SchemaSnapshot:
     columns: dict[str, list[ColumnSnapshot]] = {n: [] for n in names}
-    for table, name, ordinal, default, is_nullable, column_type, extra in col_rows:
+    for table, name, ordinal, default, is_nullable, column_type, extra, collation in col_rows:
         if table not in columns:
             continue  # a view's columns
         nullable = is_nullable == "YES"
         auto_inc = "auto_increment" in (extra or "").lower()
+        on_update = _on_update(extra)
         columns.setdefault(table, []).append(ColumnSnapshot(
             name=name, column_type=column_type, nullable=nullable, ordinal=int(ordinal), default=default,
-            auto_increment=auto_inc, definition=_live_definition(name, column_type, nullable, default, auto_inc)))
+            auto_increment=auto_inc, collation=collation, on_update=on_update,
+            definition=_live_definition(name, column_type, nullable, default, auto_inc, collation, on_update)))
+    fks: dict[str, list[ForeignKeySnapshot]] = {}
+    for table, constraint, column, ref_table, ref_column in fk_rows:
+        fks.setdefault(table, []).append(ForeignKeySnapshot(constraint, column, ref_table, ref_column))
 
     index_cols: dict[tuple[str, str], list[str]] = {}
     unique: dict[tuple[str, str], bool] = {}
@@ -212,16 +252,31 @@ def _build_snapshot(database: str, names: list[str], col_rows: list[tuple], ix_r
         pk = tuple(index_cols.get((n, "PRIMARY"), ()))
         ixs = tuple(IndexSnapshot(ix, tuple(cols), unique[(t, ix)]) for (t, ix), cols in sorted(index_cols.items())
                     if t == n and ix != "PRIMARY")
-        tables.append(TableSnapshot(n, tuple(columns.get(n, ())), pk, ixs))
+        tables.append(TableSnapshot(n, tuple(columns.get(n, ())), pk, ixs, tuple(fks.get(n, ()))))
     return SchemaSnapshot(source=f"mariadb:{database}", tables=tuple(tables))
 
 
-def _live_definition(name: str, column_type: str, nullable: bool, default: str | None, auto_inc: bool) -> str:
-    # column_type and default are SQL the server rendered itself, so they are embedded as they are; the name
-    # came from information_schema too and may hold anything, so it is quoted.
-    parts = [quote_ident(name), column_type, "NULL" if nullable else "NOT NULL"]
+def _on_update(extra: str | None) -> str | None:
+    """EXTRA's `on update current_timestamp(6)` -> "current_timestamp(6)" (`current_timestamp()` -> without)."""
+    text = (extra or "").lower()
+    if "on update " not in text:
+        return None
+    value = text.split("on update ", 1)[1].split()[0]
+    return value.removesuffix("()").removesuffix("(0)")
+
+
+def _live_definition(name: str, column_type: str, nullable: bool, default: str | None, auto_inc: bool,
+                     collation: str | None = None, on_update: str | None = None) -> str:
+    # column_type, default, collation and on_update are SQL the server rendered itself, so they are embedded as
+    # they are; the name came from information_schema too and may hold anything, so it is quoted.
+    parts = [quote_ident(name), column_type]
+    if collation and collation != DEFAULT_COLLATION:
+        parts.append(f"COLLATE {collation}")
+    parts.append("NULL" if nullable else "NOT NULL")
     if auto_inc:
         parts.append("AUTO_INCREMENT")
     if default is not None and not (default.upper() == "NULL" and not nullable):
         parts.append(f"DEFAULT {default}")
+    if on_update:
+        parts.append(f"ON UPDATE {on_update}")
     return " ".join(parts)

@@ -15,6 +15,7 @@ from dw_assets.db import connect
 from dw_assets.identifiers import quote_ident
 from dw_assets.lakehouse.paths import read_delta
 from dw_assets.model import StandardModel
+from dw_assets.model.geometry import to_internal
 from dw_assets.settings import Settings
 
 
@@ -26,6 +27,8 @@ def _norm(v: Any) -> Any:
         return int(v)
     if isinstance(v, Decimal):
         return v  # exact: Decimal("1.50") == Decimal("1.5") compares by value, scale checked by the type
+    if isinstance(v, dict) and "wkb" in v:  # silver's geometry struct -> the bytes MariaDB stores (SRID + WKB)
+        return to_internal(v["wkb"], v["srid"])
     return v
 
 

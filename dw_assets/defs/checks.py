@@ -17,7 +17,6 @@ from dw_assets.checks.repair import repair_client
 from dw_assets.checks.schema_diff import differences_markdown
 from dw_assets.checks.schema_snapshot import SnapshotError, snapshot_database
 from dw_assets.lakehouse.quarantine_resolve import check_quarantine
-from dw_assets.model import load_model
 from dw_assets.defs.reports import refresh_cron
 from dw_assets.partitions import clients_partitions
 from dw_assets.resources import DwSettings
@@ -216,8 +215,9 @@ def schema_checks_sensor(context: dg.SensorEvaluationContext, dw: DwSettings) ->
 )
 def drift_summary_asset(dw: DwSettings) -> dg.MaterializeResult:
     settings = dw.load()
-    report = drift_report(settings)
-    s = drift_summary(report)
+    model = settings.standard_model()
+    report = drift_report(settings, model=model)
+    s = drift_summary(report, model)
     return dg.MaterializeResult(metadata={
         "model_version": s["model_version"], "clients": s["clients"], "conforming": s["conforming"],
         "breaking": s["breaking"], "staging_ahead": s["staging_ahead"],
@@ -230,7 +230,7 @@ def drift_summary_asset(dw: DwSettings) -> dg.MaterializeResult:
 @dg.definitions
 def checks_definitions() -> dg.Definitions:
     # The lakehouse defines silver/<table> for every model table (dw_assets/defs/lakehouse.py).
-    silver_checks = [c for t in load_model(load_settings().model_path).tables for c in _silver_check_defs(t.name)]
+    silver_checks = [c for t in load_settings().standard_model().tables for c in _silver_check_defs(t.name)]
     return dg.Definitions(
         assets=[production_schema, drift_summary_asset],
         asset_checks=[production_conforms_to_model, staging_matches_production, *silver_checks],

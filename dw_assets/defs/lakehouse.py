@@ -15,7 +15,7 @@ from dw_assets.checks.conformance import client_databases
 from dw_assets.lakehouse.apply import ApplyResult, TableApply, apply_client
 from dw_assets.lakehouse.maintenance import COMPACT_FROM_FILES, DEFAULT_RETENTION_HOURS, maintain_lake
 from dw_assets.lakehouse.table_info import preview_markdown, table_facts, table_head
-from dw_assets.model import StandardModel, load_model
+from dw_assets.model import StandardModel
 from dw_assets.partitions import clients_partitions
 from dw_assets.resources import DwSettings
 from dw_assets.settings import Settings, load_settings
@@ -137,5 +137,5 @@ lake_compaction_schedule = dg.ScheduleDefinition(
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[_lake_apply_asset(load_model(load_settings().model_path))], jobs=[lake_maintenance],
+    return dg.Definitions(assets=[_lake_apply_asset(load_settings().standard_model())], jobs=[lake_maintenance],
                           schedules=[lake_maintenance_schedule, lake_compaction_schedule])

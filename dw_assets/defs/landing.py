@@ -8,6 +8,10 @@ run lands and applies its clients: a run costs seconds of process start-up on tw
 separate runs would double that; a client with a breaking schema difference is skipped without stopping the
 others in the same run. A sensor-started run then keeps going while its clients still have lag (up to
 DW_INGEST_DRAIN_SECONDS), so under steady load batches follow each other without a run start in between.
+
+The pass itself (land -> conformance gate -> apply) is the ingest stage's `ingest_pass` (dw_assets/ingest), which
+the ingest service and onboarding use too; this module only turns its outcomes into Dagster events. While a
+`dw ingest run` heartbeat is fresh, the sensor starts nothing for the clients it serves.
 """
 
 import json
@@ -26,7 +30,9 @@ from dw_assets.landing.run_planning import (
     landing_shard,
     plan_landing_runs,
 )
-from dw_assets.landing.sweep import DEFAULT_PARALLEL, land_clients
+from dw_assets.ingest.heartbeat import served_clients
+from dw_assets.ingest.ingest_pass import ClientOutcome, ingest_pass
+from dw_assets.landing.sweep import DEFAULT_PARALLEL
 from dw_assets.landing.writer import LandingReport, land_client
 from dw_assets.partitions import clients_partitions
 from dw_assets.resources import DwSettings
@@ -122,36 +128,23 @@ class IngestBatchConfig(dg.Config):
     drain_seconds: float = 0.0
 
 
-def _apply_clients(context: dg.OpExecutionContext, settings: Settings, databases: Mapping[str, str],
-                   parallel: int = 2) -> dict[str, str]:
-    """Gate each client on schema conformance, then apply its landing files; returns {client: why it failed}.
-
-    Clients are worked on `parallel` at a time (much of an apply waits on commits and MariaDB); Dagster events are
-    logged from this thread, in client order, as each client finishes.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from dw_assets.checks.conformance import production_conformance
+def _log_outcomes(context: dg.OpExecutionContext, settings: Settings, outcomes: Mapping[str, ClientOutcome],
+                  lags: Mapping[str, ClientLag]) -> dict[str, str]:
+    """Dagster events of one ingest pass (dw_assets/ingest), in client order; returns {client: why it failed}."""
     from dw_assets.checks.schema_diff import differences_markdown
     from dw_assets.defs.lakehouse import lake_materializations
-    from dw_assets.lakehouse.apply import apply_client
     from dw_assets.model import load_model
 
     model = load_model(settings.model_path)
-
-    def one(client: str, database: str) -> tuple[Any, Any, list[tuple[dg.AssetKey, dict]]]:
-        conformance = production_conformance(settings, client)
-        if not conformance.conforming:
-            return conformance, None, []
-        result = apply_client(settings, client, model, database=database)
-        return conformance, result, list(lake_materializations(settings, client, model, result.tables,
-                                                               result.created_tables))
-
     failed: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="ingest-apply") as pool:
-        futures = {client: pool.submit(one, client, database) for client, database in databases.items()}
-        for client, fut in futures.items():
-            conformance, result, materializations = fut.result()
+    for client, out in outcomes.items():
+        if out.landing is not None:
+            context.log_event(dg.AssetMaterialization(asset_key=LANDING_FILES, partition=client,
+                                                      metadata=landing_metadata(out.landing, lags.get(client))))
+        elif out.landing_busy:
+            context.log.warning(out.landing_busy)  # another writer has it: it is being landed
+        conformance = out.conformance
+        if conformance is not None:
             # The same check the single-client runs evaluate as a blocking asset check, recorded per client here:
             # in a run of several clients a blocking check would stop all of them.
             context.log_event(dg.AssetCheckEvaluation(
@@ -159,41 +152,30 @@ def _apply_clients(context: dg.OpExecutionContext, settings: Settings, databases
                 passed=conformance.conforming, severity=dg.AssetCheckSeverity.ERROR, blocking=True,
                 metadata={"breaking": len(conformance.breaking),
                           "differences": dg.MetadataValue.md(differences_markdown(conformance.breaking))}))
-            if result is None:
-                failed[client] = f"{len(conformance.breaking)} breaking schema difference(s): silver not updated"
-                context.log.error(f"{client}: {failed[client]}")
-                continue
-            for key, metadata in materializations:
+        result = out.apply
+        if result is not None:
+            for key, metadata in lake_materializations(settings, client, model, result.tables,
+                                                       result.created_tables):
                 context.log_event(dg.AssetMaterialization(asset_key=key, partition=client, metadata=metadata))
             context.log.info(f"{client}: applied {result.events} event(s) from {result.files} file(s) "
                              f"in {result.seconds:.2f} s")
-            if result.failed:
-                failed[client] = "; ".join(f"{t}: {e}" for t, e in result.failed.items())
+        if out.error:
+            failed[client] = out.error
+            context.log.error(f"{client}: {out.error}")
     return failed
 
 
 def _ingest_pass(context: dg.OpExecutionContext, settings: Settings, config: IngestBatchConfig,
                  databases: Mapping[str, str]) -> dict[str, str]:
     """Land `databases` up to their current end offsets, then apply them; returns {client: why it failed}."""
-    results = land_clients(settings, databases, parallel=config.parallel)
+    outcomes = ingest_pass(settings, databases, parallel=config.parallel, apply=config.apply,
+                           apply_parallel=config.apply_parallel)
     lags: dict[str, ClientLag] = {}
     try:
         lags = measure_lag(settings, databases)
     except Exception as e:  # noqa: BLE001 - informative only
         context.log.warning(f"lag after landing not measured: {e}")
-    failed: dict[str, str] = {}
-    for client, result in results.items():
-        if isinstance(result, LandingReport):
-            context.log_event(dg.AssetMaterialization(asset_key=LANDING_FILES, partition=client,
-                                                      metadata=landing_metadata(result, lags.get(client))))
-        elif isinstance(result, LandingBusy):
-            context.log.warning(str(result))  # another writer has it: it is being landed
-        else:
-            failed[client] = repr(result)
-    if config.apply:
-        landed = {c: d for c, d in databases.items() if c not in failed}
-        failed.update(_apply_clients(context, settings, landed, parallel=config.apply_parallel))
-    return failed
+    return _log_outcomes(context, settings, outcomes, lags)
 
 
 def still_lagging(settings: Settings, databases: Mapping[str, str]) -> dict[str, str]:
@@ -221,7 +203,10 @@ def ingest_client_batch(context: dg.OpExecutionContext, config: IngestBatchConfi
             break
         # A failed client is not retried in this run: its error stands and the next sensor tick decides.
         try:
-            pending = still_lagging(settings, {c: d for c, d in databases.items() if c not in failed})
+            # A client a live ingest service took meanwhile is its to serve: the run lets it go.
+            served = served_clients(settings)
+            pending = still_lagging(settings, {c: d for c, d in databases.items()
+                                               if c not in failed and c not in served})
         except Exception as e:  # noqa: BLE001 - the pass itself succeeded; the sensor takes it from here
             context.log.warning(f"lag not measured, ending the run after pass {passes}: {e}")
             break
@@ -282,6 +267,13 @@ def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source:
             return dg.SkipReason("the client registry is not available yet")
         if not clients:
             return dg.SkipReason("no active clients")
+        # A live `dw ingest run` lands and applies these continuously: no runs for them. Once its heartbeat is
+        # older than DW_INGEST_HEARTBEAT_STALE_SECONDS the set is empty and the runs below take over.
+        served = served_clients(settings) & set(clients)
+        if served and served == set(clients):
+            return dg.SkipReason(f"all {len(clients)} active clients are served by a live ingest service")
+        active = set(clients)
+        clients = {c: d for c, d in clients.items() if c not in served}
         lags = measure_lag(settings, clients)
         busy_shards, busy_clients = in_flight_landing(context.instance)
         plan = plan_landing_runs(lags, th, max_clients_per_run=max_clients_per_run, shards=n_shards,
@@ -300,7 +292,7 @@ def build_landing_lag_sensor(*, name: str = "landing_lag_sensor", client_source:
             for run in plan
         ]
         known = set(context.instance.get_dynamic_partitions(clients_partitions.name))
-        missing = sorted(set(clients) - known)
+        missing = sorted(active - known)
         due = sum(1 for lag in lags.values() if th.due(lag))
         elapsed = time.perf_counter() - started
         context.log.info(f"landing lag: {len(clients)} clients, {due} due, {len(requests)} runs requested, "

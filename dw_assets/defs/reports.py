@@ -9,12 +9,14 @@ import os
 
 import dagster as dg
 
+from dw_assets.model import StandardModel
 from dw_assets.partitions import CLIENTS_PARTITION_NAME, clients_partitions
 from dw_assets.reports.catalog import ReportSpec, load_reports
 from dw_assets.reports.gold import PORTFOLIO_SCOPE, GoldResult, build_client_gold, build_portfolio_gold, read_gold
 from dw_assets.reports.live.urls import live_url
 from dw_assets.reports.render import chart_markdown, markdown_table, write_scope_reports
 from dw_assets.resources import DwSettings
+from dw_assets.settings import load_settings
 
 OWNERS = ["team:analytics"]
 
@@ -90,7 +92,7 @@ def gold_asset(spec: ReportSpec) -> dg.AssetsDefinition:
         group_name="gold",
         kinds={"duckdb", "delta"},
         owners=OWNERS,
-        description=f"{spec.title}: {spec.description} (SQL: dw_assets/reports/sql/{spec.name}.sql)",
+        description=f"{spec.title}: {spec.description} (SQL: {spec.path or spec.name + '.sql'})",
         automation_condition=refresh_when_changed(GOLD_REFRESH_CRON),
     )
     def _gold(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:
@@ -100,51 +102,69 @@ def gold_asset(spec: ReportSpec) -> dg.AssetsDefinition:
     return _gold
 
 
-GOLD_ASSETS = [gold_asset(spec) for spec in load_reports()]
-GOLD_KEYS = [a.key for a in GOLD_ASSETS]
+def client_reports_asset(model: StandardModel, gold_keys: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=dg.AssetKey(["reports", "client_reports"]),
+        deps=gold_keys,
+        partitions_def=clients_partitions,
+        group_name="reports",
+        kinds={"html"},
+        owners=OWNERS,
+        description="One static HTML page per report for the client (<reports_dir>/<client>/<report>.html, chart "
+                    "and table), rendered from the client's gold tables, and the reports index page; metadata "
+                    "`live_page` links the client's live page (`dw reports serve`, DW_REPORTS_URL).",
+        automation_condition=dg.AutomationCondition.eager(),
+    )
+    def client_reports(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:
+        settings = dw.load()
+        results = [read_gold(settings, context.partition_key, spec.name, model) for spec in load_reports(model)]
+        pages = write_scope_reports(settings.reports_dir, results)
+        context.log.info("wrote %d pages for %s", len(pages), context.partition_key)
+        meta = report_metadata(results, settings.reports_dir)
+        meta["live_page"] = dg.MetadataValue.url(live_url(context.partition_key))  # `dw reports serve`
+        return dg.MaterializeResult(metadata=meta)
+
+    return client_reports
 
 
-@dg.asset(
-    key=dg.AssetKey(["reports", "client_reports"]),
-    deps=GOLD_KEYS,
-    partitions_def=clients_partitions,
-    group_name="reports",
-    kinds={"html"},
-    owners=OWNERS,
-    description="One static HTML page per report for the client (<reports_dir>/<client>/<report>.html, chart and "
-                "table), rendered from the client's gold tables, and the reports index page; metadata `live_page` links "
-                "the client's live page (`dw reports serve`, DW_REPORTS_URL).",
-    automation_condition=dg.AutomationCondition.eager(),
-)
-def client_reports(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:
-    settings = dw.load()
-    results = [read_gold(settings, context.partition_key, spec.name) for spec in load_reports()]
-    pages = write_scope_reports(settings.reports_dir, results)
-    context.log.info("wrote %d pages for %s", len(pages), context.partition_key)
-    meta = report_metadata(results, settings.reports_dir)
-    meta["live_page"] = dg.MetadataValue.url(live_url(context.partition_key))  # `dw reports serve`, DW_REPORTS_URL
-    return dg.MaterializeResult(metadata=meta)
+def portfolio_asset(gold_keys: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=dg.AssetKey(["reports", "portfolio"]),
+        deps=gold_keys,
+        group_name="reports",
+        kinds={"duckdb", "delta", "html"},
+        owners=OWNERS,
+        description="Every report across all clients (one DuckDB query over the UNION ALL of their silver "
+                    f"tables), written to <lake>/gold/{PORTFOLIO_SCOPE}/<report> and "
+                    f"<reports_dir>/{PORTFOLIO_SCOPE}/<report>.html, plus the index page.",
+        automation_condition=refresh_when_changed(PORTFOLIO_REFRESH_CRON),
+    )
+    def portfolio_report(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:
+        settings = dw.load()
+        # The portfolio spans exactly the clients its upstream gold assets are partitioned by.
+        clients = context.instance.get_dynamic_partitions(CLIENTS_PARTITION_NAME)
+        if not clients:
+            raise dg.Failure(f"no '{CLIENTS_PARTITION_NAME}' partitions yet: nothing to report across")
+        results = build_portfolio_gold(settings, clients)
+        write_scope_reports(settings.reports_dir, results)
+        meta = report_metadata(results, settings.reports_dir)
+        meta["clients"] = ", ".join(results[0].clients)
+        return dg.MaterializeResult(metadata=meta)
+
+    return portfolio_report
 
 
-@dg.asset(
-    key=dg.AssetKey(["reports", "portfolio"]),
-    deps=GOLD_KEYS,
-    group_name="reports",
-    kinds={"duckdb", "delta", "html"},
-    owners=OWNERS,
-    description="Every report across all clients (one DuckDB query over the UNION ALL of their silver "
-                f"tables), written to <lake>/gold/{PORTFOLIO_SCOPE}/<report> and "
-                f"<reports_dir>/{PORTFOLIO_SCOPE}/<report>.html, plus the index page.",
-    automation_condition=refresh_when_changed(PORTFOLIO_REFRESH_CRON),
-)
-def portfolio_report(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:
-    settings = dw.load()
-    # The portfolio spans exactly the clients its upstream gold assets are partitioned by.
-    clients = context.instance.get_dynamic_partitions(CLIENTS_PARTITION_NAME)
-    if not clients:
-        raise dg.Failure(f"no '{CLIENTS_PARTITION_NAME}' partitions yet: nothing to report across")
-    results = build_portfolio_gold(settings, clients)
-    write_scope_reports(settings.reports_dir, results)
-    meta = report_metadata(results, settings.reports_dir)
-    meta["clients"] = ", ".join(results[0].clients)
-    return dg.MaterializeResult(metadata=meta)
+def report_assets(model: StandardModel) -> list[dg.AssetsDefinition]:
+    """The gold asset of each of the model's reports (validated against it: a report reading a table the model
+    lacks fails here, naming the file and table), then `reports/client_reports` and `reports/portfolio`; none
+    for a model without reports."""
+    gold = [gold_asset(spec) for spec in load_reports(model)]
+    if not gold:
+        return []
+    keys = [a.key for a in gold]
+    return [*gold, client_reports_asset(model, keys), portfolio_asset(keys)]
+
+
+@dg.definitions
+def reports_definitions() -> dg.Definitions:
+    return dg.Definitions(assets=report_assets(load_settings().standard_model()))

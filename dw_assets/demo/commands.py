@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"seconds to wait for the pipeline after the workload (default {DEFAULT_CATCH_UP_TIMEOUT:g})")
     p.add_argument("--marker-interval", type=float, default=5.0,
                    help="seconds between freshness markers per client (default 5)")
+    p.add_argument("--sensors", action="store_true",
+                   help="no ingest service: the Kafka-lag sensor's runs land and apply (the mode before "
+                        "`dw ingest run`; freshness of tens of seconds)")
     p.add_argument("--summary-json", type=Path, help="also write the summary as JSON to this file")
     p.set_defaults(func=cmd_demo)
 
@@ -63,7 +66,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     options = DemoOptions(clients=args.clients, duration=args.duration, ui=not args.no_ui, ui_port=args.ui_port,
                           rate=args.rate, rows_per_client=args.rows_per_client, lag_seconds=args.lag_seconds,
                           landing_shards=args.landing_shards,
-                          catch_up_timeout=args.catch_up_timeout, marker_interval=args.marker_interval)
+                          catch_up_timeout=args.catch_up_timeout, marker_interval=args.marker_interval,
+                          service=not args.sensors)
     if options.clients < 1 or options.rate <= 0 or (options.duration is not None and options.duration <= 0):
         raise CommandError("--clients, --rate and --duration must be positive")
     # The instance's SQLite migrations and the report engine log every call at INFO: noise next to the progress.

@@ -6,7 +6,6 @@ non-interactive shell would otherwise inherit SIGINT as ignored and survive the 
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 import urllib.error
@@ -30,9 +29,8 @@ def _bin(name: str) -> str:
 
 def dagster_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the Dagster processes: the instance and the stack's state directory."""
-    env = dict(os.environ)
+    env = settings.child_env()  # the code location builds its assets from the same model as the demo
     env["DAGSTER_HOME"] = str(Path(settings.dagster_home).resolve())
-    env["DW_HOME"] = str(settings.home)
     env.update(extra or {})
     return env
 

@@ -1,10 +1,11 @@
 """End-to-end freshness as a user sees it: from the commit of a change in a client's production database to
 the moment silver shows it, measured by the demo itself rather than taken from the pipeline's own metadata.
 
-Every `interval` seconds the probe commits a marker update in each client: the microsecond `updated_at`-role
-column of one fixed row is set to the commit's UTC time. Silver shows the marker once that row's value there is
-at least the marker (a later update of the same row also proves the marker's commit was applied: apply is
-ordered). Latency = first poll that sees it - commit time, so the poll interval is the resolution.
+Every `interval` seconds the probe commits a marker update in each client: a DATETIME/TIMESTAMP column the
+workload changes (role `updated_at`, else `mutable`; any precision, the marker is cut to it) of one fixed row is
+set to the commit's UTC time. Silver shows the marker once that row's value there is at least the marker (a later
+update of the same row also proves the marker's commit was applied: apply is ordered). Latency = first poll that
+sees it - commit time, so the poll interval (and a second-precision column's second) is the resolution.
 """
 from __future__ import annotations
 
@@ -25,33 +26,45 @@ from dw_assets.model import StandardModel, Table
 from dw_assets.settings import Settings
 
 log = logging.getLogger(__name__)
-MICROSECOND_TYPES = ("TIMESTAMP(6)", "DATETIME(6)")
+TEMPORAL_BASES = ("datetime", "timestamp")
 
 
 @dataclass(frozen=True)
 class MarkerTarget:
     table: str
-    key_column: str
+    key_columns: tuple[str, ...]
     column: str
+    fsp: int = 6  # fractional-second digits of the column: the marker is cut to them
+
+    def __str__(self) -> str:
+        unit = "microsecond" if self.fsp == 6 else "second" if self.fsp == 0 else f"{self.fsp}-digit"
+        return f"{self.table}.{self.column} ({unit} precision) of the row with the smallest key"
+
+    def cut(self, value: datetime) -> datetime:
+        step = 10 ** (6 - self.fsp)
+        return value.replace(microsecond=value.microsecond // step * step)
 
 
 def marker_target(model: StandardModel) -> MarkerTarget:
-    """The first table the workload never deletes from, with a one-column key and a microsecond updated_at
-    column that the local engines can read back (no column mapping)."""
-    for t in model.tables:
-        if t.workload.delete_weight or len(t.primary_key) != 1 or t.options.column_mapping == "name":
+    """The best table for markers: one the workload never deletes from, readable by the local engines (no column
+    mapping), with a DATETIME/TIMESTAMP column of role updated_at (preferred) or mutable; a finer precision wins
+    a tie, then model order."""
+    found = []
+    for i, t in enumerate(model.tables):
+        if t.workload.delete_weight or not t.primary_key or t.options.column_mapping == "name":
             continue
-        col = _updated_at(t)
-        if col:
-            return MarkerTarget(t.name, t.primary_key[0], col)
-    raise ValueError("the model has no table suitable for freshness markers (needs a microsecond updated_at column)")
+        for c in _marker_columns(t):
+            found.append(((c.role != "updated_at", -(c.type.fsp or 0), i), MarkerTarget(
+                t.name, tuple(t.primary_key), c.name, c.type.fsp or 0)))
+    if not found:
+        raise ValueError("the model has no table suitable for freshness markers: needs a DATETIME or TIMESTAMP "
+                         "column with role updated_at or mutable in a table the workload does not delete from")
+    return min(found, key=lambda f: f[0])[1]
 
 
-def _updated_at(t: Table) -> str | None:
-    for c in t.columns:
-        if c.role == "updated_at" and c.data_type.upper().replace(" ", "") in MICROSECOND_TYPES:
-            return c.name
-    return None
+def _marker_columns(t: Table) -> list:
+    return [c for c in t.columns if c.role in ("updated_at", "mutable") and not c.primary_key
+            and c.type.base in TEMPORAL_BASES]
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -171,15 +184,17 @@ class FreshnessProbe:
         t = self.target
         with connect(self.settings, database=database) as conn, conn.cursor() as cur:
             cur.execute("SET time_zone = '+00:00'")
+            keys = ", ".join(quote_ident(k) for k in t.key_columns)
             if client not in self._keys:
-                cur.execute(f"SELECT MIN({quote_ident(t.key_column)}) FROM {quote_ident(t.table)}")
-                key = cur.fetchone()[0]
+                cur.execute(f"SELECT {keys} FROM {quote_ident(t.table)} ORDER BY {keys} LIMIT 1")
+                key = cur.fetchone()
                 if key is None:
                     raise RuntimeError(f"{database}.{t.table} is empty")
-                self._keys[client] = key
-            value = datetime.now(timezone.utc).replace(tzinfo=None)
-            cur.execute(f"UPDATE {quote_ident(t.table)} SET {quote_ident(t.column)} = %s "
-                        f"WHERE {quote_ident(t.key_column)} = %s", (value, self._keys[client]))
+                self._keys[client] = tuple(key)
+            value = t.cut(datetime.now(timezone.utc).replace(tzinfo=None))
+            where = " AND ".join(f"{quote_ident(k)} = %s" for k in t.key_columns)
+            cur.execute(f"UPDATE {quote_ident(t.table)} SET {quote_ident(t.column)} = %s WHERE {where}",
+                        (value, *self._keys[client]))
             conn.commit()
             committed = time.time()
         with self._lock:
@@ -191,8 +206,10 @@ class FreshnessProbe:
         if not waiting:
             return
         t = self.target
-        rows = read_delta(self.settings, "silver", client, t.table, columns=[t.column],
-                          filter=pc.field(t.key_column) == self._keys[client]).to_pylist()
+        match = None
+        for k, v in zip(t.key_columns, self._keys[client]):
+            match = pc.field(k) == v if match is None else match & (pc.field(k) == v)
+        rows = read_delta(self.settings, "silver", client, t.table, columns=[t.column], filter=match).to_pylist()
         now = time.time()
         if not rows or rows[0][t.column] is None:
             return

@@ -1,6 +1,7 @@
 """`dw demo`: the whole flow on the local stack, driven by Dagster's daemon the way production runs it.
 
-stack up -> seed (new clients only) -> capture service -> onboard -> Dagster daemon (+ webserver) -> workload and
+stack up -> seed (new clients only) -> capture service -> ingest service (unless --sensors) -> onboard -> Dagster
+daemon (+ webserver) -> workload and
 freshness probe -> (with a duration) catch up, rebuild reports, summary, exit code = silver equals source.
 Everything the demo starts (capture service, Dagster processes, workload and probe threads) it stops again, on
 Ctrl-C and SIGTERM too; the stack stays up for the next command (`dw stack down` stops it).
@@ -17,7 +18,7 @@ from typing import Callable
 
 from rich.console import Console
 
-from dw_assets.model import StandardModel, load_model
+from dw_assets.model import StandardModel
 from dw_assets.settings import Settings, load_settings
 from dw_assets.stack import Stack, StackConfig
 from dw_assets.stack.process import ServiceError, pid_alive, spawn, stop_pid, tail
@@ -53,6 +54,9 @@ class DemoOptions:
     marker_interval: float = 5.0
     mariadb_port: int | None = None
     kafka_port: int | None = None
+    # True: `dw ingest run` lands and applies every client continuously (the lag sensor leaves them alone while
+    # its heartbeat is fresh); False (`--sensors`): the Kafka-lag sensor's runs do it, as before the service.
+    service: bool = True
 
 
 class WorkloadThread:
@@ -110,6 +114,7 @@ class DemoRunner:
     # filled while running
     clients: dict[str, str] = field(default_factory=dict)
     capture_pid: int | None = None
+    ingest_pid: int | None = None
     dagster: DagsterProcesses | None = None
     workload: WorkloadThread | None = None
     probe: FreshnessProbe | None = None
@@ -157,8 +162,9 @@ class DemoRunner:
         cfg = StackConfig.from_env(self.settings.home, mariadb_port=o.mariadb_port, kafka_port=o.kafka_port)
         Stack(cfg, progress=self.say).up()
         # Passwords and ports come from the state file `up` (re)wrote.
-        self.settings = load_settings(home=self.settings.home)
-        self.model = self.model or load_model(self.settings.model_path)
+        self.settings = load_settings(home=self.settings.home).with_overrides(
+            model_path=self.settings.model_path, reports_sql_dir=self.settings.reports_sql_dir)
+        self.model = self.model or self.settings.standard_model()
 
         # Read by the landing sensor through the settings at each tick; a value set in the environment wins.
         env_extra = {}
@@ -181,6 +187,8 @@ class DemoRunner:
         self._check_stop()
         self._start_capture()
         self._check_stop()
+        if o.service:
+            self._start_ingest()  # serves each client from the moment onboarding activates it
         self._onboard()
         self._check_stop()
         self.say("waiting for the Dagster daemon (sensors) to come up")
@@ -194,7 +202,7 @@ class DemoRunner:
         self.probe = FreshnessProbe(self.settings, self.clients, self.model, interval=o.marker_interval)
         self.say(f"workload: {o.rate:,.0f} row changes/s over {len(self.clients)} clients"
                  + (f" for {o.duration:g}s" if o.duration else " until stopped")
-                 + f"; freshness markers every {o.marker_interval:g}s per client")
+                 + f"; freshness markers every {o.marker_interval:g}s per client in {self.probe.target}")
         self.workload.start()
         self.probe.start()
 
@@ -238,6 +246,12 @@ class DemoRunner:
         if not pid_alive(self.capture_pid):
             raise DemoError(f"the capture service exited at start; log {log}:\n{tail(log)}")
 
+    def _start_ingest(self) -> None:
+        log = self.log_dir / "ingest.log"
+        cmd = [sys.executable, "-m", "dw_assets.cli", "--home", str(self.settings.home), "ingest", "run"]
+        self.ingest_pid = spawn(cmd, log, cwd=Path(__file__).resolve().parents[2]).pid
+        self.say(f"ingest service started (pid {self.ingest_pid}, log {log}); `dw ingest status` shows it")
+
     def _onboard(self) -> None:
         from dw_assets.onboarding.batch import ClientSpec, onboard_many
         from dw_assets.onboarding.progress import ConsoleObserver
@@ -255,11 +269,15 @@ class DemoRunner:
         if self.dagster and self.dagster.ui_url:
             url = self.dagster.ui_url
             c.print(f"Dagster UI:      [bold]{url}[/] (asset graph: {url}/asset-groups)")
-        c.print(f"reports:         {self.settings.reports_dir}/index.html")
+        c.print(f"reports:         {self.settings.reports_dir}/index.html" if self.model and self.model.reports_dir
+                else "reports:         none (the model has no reports)")
         if self.live_reports:
             c.print(self.live_reports.hint())
         c.print(f"lake / landing:  {self.settings.lake_url} / {self.settings.landing_url}")
-        c.print(f"logs:            {self.log_dir}/ (cdc.log, dagster-daemon.log, dagster-webserver.log)")
+        c.print(f"logs:            {self.log_dir}/ (cdc.log, {'ingest.log, ' if self.ingest_pid else ''}"
+                f"dagster-daemon.log, dagster-webserver.log)")
+        c.print("ingest:          " + ("the ingest service (`dw ingest run`) lands and applies continuously"
+                                       if self.ingest_pid else "the Kafka-lag sensor starts ingest runs (--sensors)"))
         how = f"after {self.options.duration:g}s of workload, or " if self.options.duration else ""
         c.print(f"stop:            {how}Ctrl-C (stops the capture service, workload and Dagster; "
                 f"the stack keeps running: `dw stack down`)")
@@ -286,6 +304,9 @@ class DemoRunner:
         if self.capture_pid and not pid_alive(self.capture_pid):
             raise DemoError(f"the capture service stopped; log {self.log_dir / 'cdc.log'}:\n"
                             f"{tail(self.log_dir / 'cdc.log')}")
+        if self.ingest_pid and not pid_alive(self.ingest_pid):
+            raise DemoError(f"the ingest service stopped; log {self.log_dir / 'ingest.log'}:\n"
+                            f"{tail(self.log_dir / 'ingest.log')}")
         if self.dagster:
             dead = [n for n, alive in self.dagster.alive().items() if not alive]
             if dead:
@@ -352,8 +373,12 @@ class DemoRunner:
     def _build_reports(self, notes: list[str]) -> tuple[dict[str, list[str]], list[str], str | None]:
         """Rebuild every client's and the portfolio reports from the final silver. The gold/report assets refresh
         through their automation conditions at most every 10 minutes, so a short demo builds them itself."""
-        from dw_assets.reports.build import build_reports
+        from dw_assets.reports.build import build_reports, no_reports_reason
 
+        why = no_reports_reason(self.model)
+        if why:
+            notes.append(f"reports skipped: {why}")
+            return {}, [], None
         try:
             built = build_reports(self.settings, list(self.clients), model=self.model)
         except Exception as e:  # noqa: BLE001 - reports are part of the summary, not of the exit code
@@ -374,6 +399,8 @@ class DemoRunner:
             stopped.append("workload")
         if self.probe:
             self.probe.stop()
+        if self.ingest_pid and stop_pid(self.ingest_pid, timeout=60.0):
+            stopped.append(f"ingest service (pid {self.ingest_pid})")
         if self.capture_pid and stop_pid(self.capture_pid, timeout=30.0):
             stopped.append(f"capture service (pid {self.capture_pid})")
         if self.dagster:

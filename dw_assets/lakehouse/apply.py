@@ -1,9 +1,19 @@
 """The apply step for one client: new landing files -> bronze -> silver (+ SCD2 history), all tables in one go.
 
-Order per run: (1) create missing tables (and migrate an old layout, `migration`); (2) read the landing files
-not in the manifest; (3) append them to bronze per table, each change once, and commit the manifest (batch
-number = last + 1); (4) per table, MERGE the batch into silver.
-A table whose silver is behind (failed or interrupted earlier) catches up from bronze (`_dw_batch` > its
+Designed so a micro-batch costs what the batch touches, not what the tables hold, in few commits:
+(1) create missing tables once per process (and migrate an old layout, `migration`); (2) read the landing files
+not in the manifest (or the files a caller hands in, `apply_files`); (3) append them to the client's ONE bronze
+table in one commit that seals the batch (application transaction `dw.bronze` = batch number, the batch's
+files in its metadata); (4) then, side by side: the landing manifest append, and per changed table one silver
+MERGE (and one history MERGE for SCD2 tables), each commit carrying the batch number as that table's progress
+(application transactions `dw.silver`/`dw.history`). So a batch makes 2 commits plus one per changed silver or
+history table (it made ~3 per table before: bronze, tombstones, silver, plus manifest and progress); tombstones
+are bronze's delete events (no commit of their own), and silver reads only the rows of the batch's keys.
+
+Why application transactions rather than bookkeeping tables: progress and data are one atomic commit, so a
+kill -9 between any two commits leaves nothing to reconcile. A crash after the bronze commit and before the
+manifest is found by the bronze transaction being ahead of the manifest (its files are taken from the commit),
+and a table whose silver is behind (failed or interrupted earlier) catches up from bronze (`_dw_batch` > its
 progress), so a schema error in one table never blocks the others nor loses events.
 """
 from __future__ import annotations
@@ -13,29 +23,32 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Sequence
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from deltalake import DeltaTable
 
 from dw_assets.model import StandardModel, Table, load_model
 from dw_assets.settings import Settings
 
 from . import changes, quarantine
-from .bronze import append_bronze, read_bronze_since, unique_changes
-from .changes import ChangeParseError
 from .apply_lock import apply_lock
-from .client_state import ClientState
+from .bronze import append_bronze, bronze_dataset, files_of_batch, read_bronze_since, sealed_batch, unique_changes
+from .changes import ChangeParseError
+from .client_state import ClientState, manifest_entry
 from .commit_retry import CommitRetriesExhausted
 from .decoding import Encoding
 from .evolution import InformationSchemaSource, SchemaChangeError, SourceSchema, add_columns, plan_new_columns
-from .history import apply_history
+from .history import HISTORY_APP, apply_history
 from .landing_files import LandingFile, list_landing_files, read_landing_files
 from .migration import migrate_client
-from .paths import open_table, table_url
-from .silver import MergeCounts, merge_silver, truncate_silver
-from .ordering import ORDER_COLUMNS
-from .tables import DW_PREFIX, SOURCE_TS, ensure_client_tables
+from .ordering import ORDER_COLUMNS, min_order
+from .paths import bronze_url, open_table, table_url
+from .silver import SILVER_APP, MergeCounts, merge_silver, read_tombstones, truncate_silver
+from .tables import BRONZE_TABLE, DW_PREFIX, SOURCE_TS, ensure_client_tables_cached
 
 log = logging.getLogger(__name__)
 # Failures that stop one table and let the others go on; anything else is a bug or an outage and propagates.
@@ -97,6 +110,16 @@ def apply_client(settings: Settings, client: str, model: StandardModel | None = 
         return _apply(settings, client, model, database, source_schema, threads, None)
 
 
+def apply_files(settings: Settings, client: str, files: Sequence[LandingFile], model: StandardModel | None = None,
+                database: str | None = None, source_schema: SourceSchema | None = None,
+                threads: int | None = None) -> ApplyResult:
+    """Apply the given newly landed files of `client` (e.g. those an ingest service just wrote) without listing
+    the landing store; files already in the manifest and topics of tables the model lacks are skipped. A batch
+    a crash left behind, and tables whose silver is behind, are completed as in `apply_client`."""
+    with apply_lock(settings.home, client):
+        return _apply(settings, client, model, database, source_schema, threads, None, list(files))
+
+
 def apply_corrections(settings: Settings, client: str, corrections: pa.Table, model: StandardModel | None = None,
                       database: str | None = None, source_schema: SourceSchema | None = None,
                       threads: int | None = None) -> ApplyResult:
@@ -112,50 +135,65 @@ def apply_corrections(settings: Settings, client: str, corrections: pa.Table, mo
 
 
 def _apply(settings: Settings, client: str, model: StandardModel | None, database: str | None,
-           source_schema: SourceSchema | None, threads: int | None, corrections: pa.Table | None) -> ApplyResult:
+           source_schema: SourceSchema | None, threads: int | None, corrections: pa.Table | None,
+           files: list[LandingFile] | None = None) -> ApplyResult:
     started = time.perf_counter()
     model = model or load_model(settings.model_path)
     database = database or client
     now = datetime.now(timezone.utc)
     result = ApplyResult(client, 0)
-    result.created_tables = ensure_client_tables(settings, client, model)
-    migrate_client(settings, client, model)  # a lake of the DECIMAL `_dw_seq` layout: once, before any read
+    result.created_tables = ensure_client_tables_cached(settings, client, model)
+    migrate_client(settings, client, model)  # a lake of an older layout: once, before any read
     state = ClientState(settings, client)
+    bronze_dt = open_table(settings, bronze_url(settings, client))
+    assert bronze_dt is not None
+    # A batch sealed in bronze whose manifest append was lost (kill -9 in between): its files, from the commit.
+    manifest_rows = _unrecorded_batch(bronze_dt, state)
     result.timings["prepare"] = time.perf_counter() - started
     source = source_schema or InformationSchemaSource(settings, database)
     con = changes.connect()
     try:
         t0 = time.perf_counter()
-        pending = _pending_files(settings, model, database, state, result) + _correction_files(corrections)
-        batch_rows = _read_batch(settings, pending, state, con, now, result, corrections) if pending else {}
+        pending = _pending_files(settings, model, database, state, result, files) + _correction_files(corrections)
+        target = state.last_batch + (1 if pending else 0)  # the batch every table ends at
+        batch_rows = _read_batch(settings, pending, con, now, result, target, corrections) if pending else {}
         t1 = time.perf_counter()
         result.timings["read_landing"] = t1 - t0
-        # Bronze appends and silver merges of all tables run side by side: silver merges the batch from memory,
-        # so it does not wait for bronze. The manifest is committed only after every bronze append, and progress
-        # only for the tables whose silver succeeded; a crash in between re-runs the same batch harmlessly
-        # (bronze skips files it has, silver ignores changes it has).
-        target = state.last_batch + (1 if pending else 0)  # the batch every table ends at
+        if pending:
+            result.new_batch = target
+            per_file = pc.value_counts(pa.concat_arrays(
+                [r["_dw_landing_file"].combine_chunks() for r in batch_rows.values()])).to_pylist()
+            rows_of = {c["values"]: c["counts"] for c in per_file}
+            entries = [manifest_entry(f, rows_of.get(f.key, 0), target) for f in pending]
+            appended = append_bronze(settings, client, pa.concat_tables(batch_rows.values()), target, entries,
+                                     bronze_dt)
+            for name in batch_rows:
+                tr = result.tables[name]
+                tr.bronze_rows = (appended.per_table or {}).get(name, 0)
+                tr.bronze_duplicates += batch_rows[name].num_rows - tr.bronze_rows
+                tr.bronze_version = appended.version
+            manifest_rows += entries
+        # Once, after the append (a retried append re-opened bronze: then re-open here too); every table's reads
+        # share it.
+        bronze = (bronze_dt.to_pyarrow_dataset() if not pending or bronze_dt.version() == appended.version
+                  else bronze_dataset(settings, client))
+        t2 = time.perf_counter()
+        result.timings["bronze"] = t2 - t1
+        # The batch is sealed in bronze: the manifest and every table's silver go on side by side.
         for t in model.tables:
             result.tables.setdefault(t.name, TableApply(t.name))
         with ThreadPoolExecutor(max_workers=max(1, threads or settings.apply_threads),
                                 thread_name_prefix=f"apply-{client}") as pool:
-            bronze = [pool.submit(_append_table, settings, client, name, rows, target, result.tables[name])
-                      for name, rows in batch_rows.items()]
-            silver = {t.name: pool.submit(_silver_task, settings, client, t, state, target, pending != [],
-                                          batch_rows.get(t.name), source, con, now, result.tables[t.name])
-                      for t in model.tables if state.applied.get(t.name, 0) < target}
-            for fut in bronze:
+            manifest = pool.submit(state.record_files, manifest_rows, now) if manifest_rows else None
+            silver = {t.name: pool.submit(_silver_task, settings, client, t, state, target, bool(pending),
+                                          batch_rows.get(t.name), source, con, now, result.tables[t.name], bronze)
+                      for t in model.tables
+                      if t.name in batch_rows or state.last_batch_of.get(t.name, 0) > state.applied.get(t.name, 0)}
+            for fut in silver.values():
                 fut.result()  # an outage or a bug: propagates (the pool still finishes the other tables)
-            if pending:
-                counts = pc.value_counts(pa.concat_arrays(
-                    [r["_dw_landing_file"].combine_chunks() for r in batch_rows.values()])).to_pylist()
-                state.record_files(pending, {c["values"]: c["counts"] for c in counts}, target, now)
-            result.timings["bronze"] = time.perf_counter() - t1
-            done = [name for name, fut in silver.items() if fut.result()]
-        t3 = time.perf_counter()
-        result.timings["silver"] = t3 - t1
-        state.record_progress(done, target, now)
-        result.timings["progress"] = time.perf_counter() - t3
+            if manifest is not None:
+                manifest.result()
+        result.timings["silver"] = time.perf_counter() - t2
     finally:
         con.close()
     result.batch = state.last_batch
@@ -163,12 +201,28 @@ def _apply(settings: Settings, client: str, model: StandardModel | None, databas
     return result
 
 
+def _unrecorded_batch(bronze_dt: DeltaTable, state: ClientState) -> list[dict]:
+    """Manifest rows of a batch bronze sealed but the manifest lacks; taken into `state` (appended later)."""
+    sealed = sealed_batch(bronze_dt)
+    if sealed <= state.last_batch:
+        return []
+    rows = [e for e in files_of_batch(bronze_dt, sealed) if e["file"] not in state.processed]
+    state.processed.update(e["file"] for e in rows)
+    for e in rows:
+        state.last_batch_of[e["table"]] = max(sealed, state.last_batch_of.get(e["table"], 0))
+    state.last_batch = sealed
+    log.warning("apply %s: batch %d was in bronze but not in the manifest (interrupted run): %d file(s) recorded",
+                state.client, sealed, len(rows))
+    return rows
+
+
 def _pending_files(settings: Settings, model: StandardModel, database: str, state: ClientState,
-                   result: ApplyResult) -> list[LandingFile]:
-    """Landing files of the client's model tables not yet in the manifest (others are listed as ignored)."""
+                   result: ApplyResult, files: list[LandingFile] | None = None) -> list[LandingFile]:
+    """Landing files of the client's model tables not yet in the manifest (others are listed as ignored); the
+    given `files`, or else every landing file of the client's topics."""
     known = set(model.table_names)
     pending: list[LandingFile] = []
-    for f in list_landing_files(settings, database):
+    for f in list_landing_files(settings, database) if files is None else sorted(set(files)):
         if f.key in state.processed:
             continue
         if f.table not in known:
@@ -186,51 +240,64 @@ def _correction_files(corrections: pa.Table | None) -> list[LandingFile]:
     return [LandingFile(key, topic, table, -1, -1) for key, topic, table in sorted(seen)]
 
 
-def _read_batch(settings: Settings, pending: list[LandingFile], state: ClientState, con: duckdb.DuckDBPyConnection,
-                now: datetime, result: ApplyResult, corrections: pa.Table | None = None) -> dict[str, pa.Table]:
-    """The pending files (and in-memory corrections) as bronze rows of the next batch, per table, each change
-    event once."""
-    batch = state.last_batch + 1
-    result.new_batch = batch
+def _read_batch(settings: Settings, pending: list[LandingFile], con: duckdb.DuckDBPyConnection, now: datetime,
+                result: ApplyResult, batch: int, corrections: pa.Table | None = None) -> dict[str, pa.Table]:
+    """The pending files (and in-memory corrections) as bronze rows of `batch`, per table, each change once."""
     landed = read_landing_files(settings, [f for f in pending if f.partition >= 0])
     if corrections is not None and corrections.num_rows:
         landed = pa.concat_tables([landed, corrections.select(landed.column_names).cast(landed.schema)])
     rows = changes.bronze_rows(con, landed, batch, now)
     result.files, result.events = len(pending), rows.num_rows
+    # The model table of each row, by its topic (the bronze partition), then one de-duplication for all tables.
+    table_of = {f.topic: f.table for f in pending}
+    topics = pa.array(list(table_of), pa.string())
+    tables = pc.take(pa.array(list(table_of.values()), pa.string()), pc.index_in(rows["kafka_topic"], topics))
+    rows = rows.set_column(rows.schema.get_field_index(BRONZE_TABLE), rows.schema.field(BRONZE_TABLE),
+                           pc.fill_null(tables, ""))
+    unique = unique_changes(con, rows)
+    received = {c["values"]: c["counts"] for c in pc.value_counts(rows[BRONZE_TABLE]).to_pylist()}
     per_table: dict[str, pa.Table] = {}
-    for table in sorted({f.table for f in pending}):
-        topic = next(f.topic for f in pending if f.table == table)
-        table_rows = rows.filter(pc.equal(rows["kafka_topic"], topic))
-        per_table[table] = unique_changes(con, table_rows)
+    for table in sorted(set(table_of.values())):
+        per_table[table] = unique.filter(pc.equal(unique[BRONZE_TABLE], table))
         result.tables.setdefault(table, TableApply(table)).bronze_duplicates = (
-            table_rows.num_rows - per_table[table].num_rows)
+            received.get(table, 0) - per_table[table].num_rows)
     return per_table
 
 
-def _append_table(settings: Settings, client: str, table: str, rows: pa.Table, batch: int, tr: TableApply) -> None:
-    appended = append_bronze(settings, client, table, rows, batch)
-    tr.bronze_rows, tr.bronze_version = appended.rows, appended.version
-    tr.bronze_duplicates += appended.duplicates
+def _progress(settings: Settings, client: str, t: Table, silver_dt: DeltaTable, state: ClientState) -> int:
+    """The last batch the table applied: silver's application transaction (and its history's, for SCD2), or a
+    lake's older `silver_progress` row, whichever is later."""
+    floor = state.applied.get(t.name, 0)
+    last = max(silver_dt.transaction_version(SILVER_APP) or 0, floor)
+    if t.options.scd2:
+        h = open_table(settings, table_url(settings, "silver_history", client, t.name))
+        if h is not None:
+            last = min(last, max(h.transaction_version(HISTORY_APP) or 0, floor))
+    return last
 
 
 def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, target: int, new_batch: bool,
                  batch_events: pa.Table | None, source: SourceSchema, con: duckdb.DuckDBPyConnection, now: datetime,
-                 tr: TableApply) -> bool:
+                 tr: TableApply, bronze: pads.Dataset | None = None) -> bool:
     """Bring one table's silver up to batch `target`; False (error recorded) when the table must wait.
 
     The new batch (if any) comes from memory; older batches the table missed (a failed or interrupted earlier
     run) come from bronze, where they are committed.
     """
-    last = state.applied.get(t.name, 0)
+    silver_dt = open_table(settings, table_url(settings, "silver", client, t.name))
+    assert silver_dt is not None
+    last = _progress(settings, client, t, silver_dt, state)
     committed = target - 1 if new_batch else target
     events = batch_events
-    if last < committed:
-        older = read_bronze_since(settings, client, t.name, last, up_to_batch=committed)
-        events = older if events is None else pa.concat_tables([older, events])
+    if last < committed and state.last_batch_of.get(t.name, 0) > last:
+        older = read_bronze_since(settings, client, t.name, last, up_to_batch=committed, dataset=bronze)
+        if older.num_rows:
+            events = older if events is None else pa.concat_tables([older, events.cast(older.schema)])
     cur = con.cursor()  # DuckDB: one connection per thread
     try:
         if events is not None and events.num_rows:
-            _apply_table(settings, client, t, events, source, state, cur, now, tr)
+            _apply_table(settings, client, t, events, source, state, cur, now, tr, batch=target,
+                         silver_dt=silver_dt, bronze=bronze)
         return True
     except TABLE_ERRORS as e:
         tr.error = str(e)
@@ -241,9 +308,12 @@ def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, 
 
 
 def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, source: SourceSchema,
-                 state: ClientState, con: duckdb.DuckDBPyConnection, now: datetime, tr: TableApply) -> None:
-    """Step 4 for one table: evolve the schema if needed, truncate, MERGE into silver, update history."""
-    silver_dt = open_table(settings, table_url(settings, "silver", client, t.name))
+                 state: ClientState, con: duckdb.DuckDBPyConnection, now: datetime, tr: TableApply,
+                 batch: int | None = None, silver_dt: DeltaTable | None = None,
+                 bronze: pads.Dataset | None = None) -> None:
+    """Step 4 for one table: evolve the schema if needed, truncate, MERGE into silver, update history; `batch`
+    (None: a quarantine retry, outside the batch sequence) is recorded as the table's progress."""
+    silver_dt = silver_dt or open_table(settings, table_url(settings, "silver", client, t.name))
     assert silver_dt is not None
     lake_schema = pa.schema(silver_dt.schema().to_arrow())
     new_fields = plan_new_columns(client, t.name, lake_schema, changes.image_columns(con, events), source)
@@ -254,8 +324,9 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
         tr.added_columns = [f.name for f in new_fields]
     data_fields = [f for f in lake_schema if not f.name.startswith(DW_PREFIX)]
     # Rows that do not decode, and later changes of their keys, go to the quarantine; the rest applies.
-    decoded = changes.decode_events(con, events, data_fields, {c.name: c.type for c in t.columns},
-                                    Encoding(settings.cdc_time_precision_mode, settings.cdc_decimal_handling_mode))
+    specs = {c.name: c.type for c in t.columns}
+    encoding = Encoding(settings.cdc_time_precision_mode, settings.cdc_decimal_handling_mode)
+    decoded = changes.decode_events(con, events, data_fields, specs, encoding)
     held = quarantine.hold(settings, client, t.name, events, decoded.failed, decoded.rows, now)
     typed = decoded.typed
     if held.failed or held.held:
@@ -267,17 +338,26 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
 
     truncate_at = changes.truncate_order(events)
     stored = state.truncated.get(t.name)
+    current = not new_fields  # silver_dt is still the table's latest version (no ALTER, no truncate)
     if truncate_at is not None and (stored is None or truncate_at > stored):
         tr.truncated_rows = truncate_silver(settings, client, t.name, truncate_at)
         state.record_truncation(t.name, truncate_at, now)
+        current = False
     effective = max((s for s in (stored, truncate_at) if s is not None), default=None)
 
     keys = list(t.primary_key)
     columns = [f.name for f in data_fields]
-    tr.silver = merge_silver(settings, client, t.name, keys, typed, columns, con, now, truncated_at=effective)
+    tombs = None
+    oldest = min_order(typed)
+    if oldest is not None:  # the deletes that can hold back one of these changes: at or after the oldest
+        key_fields = [f for f in data_fields if f.name in keys]
+        tombs = read_tombstones(settings, client, t.name, con, key_fields, oldest.seq, specs, encoding, bronze,
+                                events)
+    tr.silver = merge_silver(settings, client, t.name, keys, typed, columns, con, now, truncated_at=effective,
+                             tombs=tombs, batch=batch, dt=silver_dt if current else None)
     if t.options.scd2:
         truncates = events.filter(pc.equal(events["op"], "t")).select([*ORDER_COLUMNS, "source_ts_ms"]).rename_columns(
             [*ORDER_COLUMNS, SOURCE_TS])
-        tr.history = apply_history(settings, client, t.name, keys, columns, typed, truncates, con)
+        tr.history = apply_history(settings, client, t.name, keys, columns, typed, truncates, con, batch=batch)
     ts = pc.max(typed[SOURCE_TS]).as_py() if typed.num_rows else None
     tr.latest_source_ts_ms = ts

@@ -52,7 +52,7 @@ FILE_ROWS = 100_000  # events per landing file, like a flushed sink file
 
 
 def _events(ids: np.ndarray, ops: list[str] | np.ndarray, pos0: int, topic: str, offset0: int, db: str,
-            seed: int, snapshot: bool) -> pa.Table:
+            seed: int, snapshot: bool, table: str = BENCH_TABLE) -> pa.Table:
     """Landing rows for `ids` with Debezium-rendered JSON images, built column-wise with Polars."""
     n = len(ids)
     rng = np.random.default_rng(seed)
@@ -74,7 +74,7 @@ def _events(ids: np.ndarray, ops: list[str] | np.ndarray, pos0: int, topic: str,
         "key": key, "op": ops_s,
         "before": image.zip_with(ops_s.is_in(["u", "d"]), pl.Series([None] * n, dtype=pl.String)),
         "after": image.zip_with(ops_s != "d", pl.Series([None] * n, dtype=pl.String)),
-        "ts_ms": [1_700_000_000_000] * n, "source_db": [db] * n, "source_table": [BENCH_TABLE] * n,
+        "ts_ms": [1_700_000_000_000] * n, "source_db": [db] * n, "source_table": [table] * n,
         "source_ts_ms": pl.Series(1_700_000_000_000 + np.arange(n)), "source_snapshot": ["true" if snapshot else "false"] * n,
         "source_server_id": [1] * n, "source_gtid": pl.Series([None] * n, dtype=pl.String),
         "source_file": ["dw-bin.000001"] * n,

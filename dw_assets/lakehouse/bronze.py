@@ -1,13 +1,23 @@
-"""Bronze: every landed change event of a table, once.
+"""Bronze: every landed change event of a client, once, in ONE Delta table per client partitioned by table.
 
-A change is identified by its source coordinates: the order pair (`_dw_seq`, `_dw_seq_row`), `op` and the Kafka
-key. The key is needed because snapshot chunks taken at the same binlog position number their rows from 0
-each, and `op` because a primary-key change is a delete and a create at one position; a TRUNCATE (sent on
-every partition, key NULL) is kept once. Redeliveries (a capture restart re-emits the transaction in flight, a
-producer retry) are dropped within a batch (`unique_changes`) and against what bronze holds (an anti-join on
-the batch's seq values, which exact int64 statistics prune to few files). Events without coordinates (or
-without a key, other than a TRUNCATE) are never dropped. Each append commit also carries `dw.batch` and
-`dw.files`, so the re-run of a batch whose manifest commit was lost skips its files without reading them.
+One table per client makes a micro-batch's bronze write one commit whatever the number of tables (it was one
+per table), and that commit is the batch's seal: it carries the application transaction (`dw.bronze`, batch)
+and, in its commit metadata, the batch's landing files (`dw.files`: file, table, topic, partition, offset,
+rows). If the process dies before the landing manifest is appended, the next apply finds the bronze
+transaction ahead of the manifest and records those files from the commit, without re-reading or re-appending
+them (the kafka-delta-ingest / Spark `txnAppId` mechanism; the manifest stays as the listing-friendly record).
+
+A change is identified by its table, its source coordinates: the order pair (`_dw_seq`, `_dw_seq_row`), `op`
+and the Kafka key. The key is needed because snapshot chunks taken at the same binlog position number their
+rows from 0 each, and `op` because a primary-key change is a delete and a create at one position; a TRUNCATE
+(sent on every partition, key NULL) is kept once. Redeliveries (a capture restart re-emits the transaction in
+flight, a producer retry) are dropped within a batch (`unique_changes`) and against what bronze holds (an
+anti-join read for the batch's seq values only: exact int64 statistics prune the files). Events without
+coordinates (or without a key, other than a TRUNCATE) are never dropped.
+
+Bronze also serves as the tombstone store: the deletes of a table at or after a batch's oldest change
+(`deletes_since`) are exactly the ones that can hold back a late, older change of a deleted key, and the
+statistics on `_dw_seq` prune everything older, so no separate tombstone table (and commit) is needed.
 """
 from __future__ import annotations
 
@@ -19,26 +29,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from dw_assets.settings import Settings
 
 from .commit_retry import with_commit_retry
 from .ordering import ORDER_COLUMNS, SEQ, quote
-from .paths import open_table, read_table, table_url
+from .paths import bronze_url, open_table, read_table
+from .tables import BRONZE_TABLE
 
 HISTORY_LOOKBACK = 50  # commits; maintenance commits in between carry no dw.batch
+BRONZE_APP = "dw.bronze"  # application transaction id: the last batch sealed in bronze
 
 
 @dataclass(frozen=True)
 class BronzeAppend:
     rows: int
-    skipped_files: tuple[str, ...]  # already in bronze from an interrupted run
     version: int | None
     duplicates: int = 0  # events bronze already held (redeliveries)
+    per_table: dict[str, int] | None = None  # rows appended per table
 
 
-IDENTITY = (*ORDER_COLUMNS, "op", "key")  # with known source coordinates; see the module docstring
+IDENTITY = (BRONZE_TABLE, *ORDER_COLUMNS, "op", "key")  # with known source coordinates; see the module docstring
 # Identity is certain only with coordinates, and with a key unless a TRUNCATE: anything else is kept as is.
 _KNOWN = "source_file IS NOT NULL AND source_pos IS NOT NULL AND (\"key\" IS NOT NULL OR op = 't')"
 _SAME = " AND ".join(f"a.{quote(c)} IS NOT DISTINCT FROM b.{quote(c)}" for c in IDENTITY)
@@ -50,7 +62,7 @@ def _indexed(rows: pa.Table, columns: list[str]) -> pa.Table:
 
 
 def unique_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Table:
-    """`rows` (bronze rows of one table) with each change once: the first delivery by Kafka coordinates."""
+    """`rows` (bronze rows) with each change once: the first delivery by Kafka coordinates."""
     con.register("u_in", _indexed(rows, ["source_file", "source_pos", "kafka_partition", "kafka_offset"]))
     try:
         keep = con.sql(f"SELECT _i FROM u_in WHERE NOT ({_KNOWN}) OR _i IN ("
@@ -63,14 +75,16 @@ def unique_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Table:
 
 def _not_in_bronze(dt: DeltaTable, rows: pa.Table) -> pa.Table:
     """`rows` minus the changes bronze already holds (compared on IDENTITY, read for the batch's seqs only)."""
-    seqs = pc.unique(rows.filter(pc.and_(pc.is_valid(rows["source_file"]), pc.is_valid(rows["source_pos"])))[SEQ])
+    known = rows.filter(pc.and_(pc.is_valid(rows["source_file"]), pc.is_valid(rows["source_pos"])))
+    seqs = pc.unique(known[SEQ])
     if len(seqs) == 0:
         return rows
-    held = read_table(dt, columns=list(IDENTITY), filter=(pads.field(SEQ) >= pc.min(seqs)) & (
-        pads.field(SEQ) <= pc.max(seqs)) & pads.field(SEQ).isin(seqs))
+    tables = pc.unique(known[BRONZE_TABLE])
+    held = read_table(dt, columns=list(IDENTITY), filter=pads.field(BRONZE_TABLE).isin(tables) & (
+        pads.field(SEQ) >= pc.min(seqs)) & (pads.field(SEQ) <= pc.max(seqs)) & pads.field(SEQ).isin(seqs))
     if held.num_rows == 0:
         return rows
-    con = duckdb.connect()  # the bronze appends run in worker threads: a connection of their own
+    con = duckdb.connect()  # may run in a worker thread: a connection of its own
     try:
         con.register("a", _indexed(rows, ["source_file", "source_pos"]))
         con.register("b", held)
@@ -81,9 +95,15 @@ def _not_in_bronze(dt: DeltaTable, rows: pa.Table) -> pa.Table:
     return rows if len(keep) == rows.num_rows else rows.take(keep)
 
 
-def files_in_batch(dt: DeltaTable, batch: int) -> set[str]:
-    """Landing files already appended under `batch` (newest commits first, stop at an older batch)."""
-    found: set[str] = set()
+def sealed_batch(dt: DeltaTable) -> int:
+    """The last batch committed to bronze (its application transaction), 0 when none."""
+    return dt.transaction_version(BRONZE_APP) or 0
+
+
+def files_of_batch(dt: DeltaTable, batch: int) -> list[dict]:
+    """The landing files bronze's commit(s) of `batch` recorded (newest commits first, stop at an older batch):
+    dicts with file, table, topic, partition, start_offset, rows."""
+    found: list[dict] = []
     for commit in dt.history(HISTORY_LOOKBACK):
         b = commit.get("dw.batch")
         if b is None:
@@ -91,42 +111,62 @@ def files_in_batch(dt: DeltaTable, batch: int) -> set[str]:
         if int(b) < batch:
             break
         if int(b) == batch:
-            found.update(json.loads(commit.get("dw.files", "[]")))
+            found += json.loads(commit.get("dw.files", "[]"))
     return found
 
 
-def append_bronze(settings: Settings, client: str, table: str, rows: pa.Table, batch: int) -> BronzeAppend:
-    """Append the batch's events of one table (each change once, see `unique_changes`), minus the files an
-    interrupted run already appended and the changes bronze holds from earlier deliveries."""
-    url = table_url(settings, "bronze", client, table)
+def append_bronze(settings: Settings, client: str, rows: pa.Table, batch: int, files: list[dict],
+                  dt: DeltaTable | None = None) -> BronzeAppend:
+    """Append the batch's events of all tables (each change once, see `unique_changes`) minus the changes bronze
+    holds from earlier deliveries, in one commit that seals `batch` (see the module docstring).
+
+    `files` describes the batch's landing files (recorded in the commit). The commit is made even when every
+    event was a duplicate: the seal is what later applies go by. `dt`: bronze as the caller opened it (a retry
+    re-opens it); it is at the new version afterwards."""
+    url = bronze_url(settings, client)
+    opened = [dt]
 
     def step() -> BronzeAppend:
-        dt = open_table(settings, url)
+        dt = opened.pop() if opened and opened[0] is not None else open_table(settings, url)
+        opened.clear()
         assert dt is not None, f"bronze table missing: {url}"
-        done = files_in_batch(dt, batch)
-        todo = rows
-        if done:
-            todo = rows.filter(pc.invert(pc.is_in(rows["_dw_landing_file"], pa.array(sorted(done), pa.string()))))
-        fresh = _not_in_bronze(dt, todo) if todo.num_rows else todo
-        duplicates = todo.num_rows - fresh.num_rows
-        files = sorted(set(fresh["_dw_landing_file"].to_pylist())) if fresh.num_rows else []
-        if not files:
-            return BronzeAppend(0, tuple(sorted(done)), None, duplicates)
-        write_deltalake(dt, fresh, mode="append", commit_properties=CommitProperties(
-            custom_metadata={"dw.batch": str(batch), "dw.files": json.dumps(files)}))
-        return BronzeAppend(fresh.num_rows, tuple(sorted(done)), dt.version(), duplicates)
+        if sealed_batch(dt) >= batch:  # a retried step whose commit had gone through
+            return BronzeAppend(0, dt.version(), 0, {})
+        fresh = _not_in_bronze(dt, rows) if rows.num_rows else rows
+        props = CommitProperties(custom_metadata={"dw.batch": str(batch), "dw.files": json.dumps(files)},
+                                 app_transactions=[Transaction(BRONZE_APP, batch)])
+        write_deltalake(dt, fresh, mode="append", commit_properties=props)
+        counts = pc.value_counts(fresh[BRONZE_TABLE]).to_pylist() if fresh.num_rows else []
+        return BronzeAppend(fresh.num_rows, dt.version(), rows.num_rows - fresh.num_rows,
+                            {c["values"]: c["counts"] for c in counts})
 
-    return with_commit_retry(step, f"bronze append {client}.{table}")
+    return with_commit_retry(step, f"bronze append {client}")
+
+
+def bronze_dataset(settings: Settings, client: str) -> pads.Dataset | None:
+    """The client's bronze as a pyarrow dataset (one per apply: building it lists every live file once)."""
+    dt = open_table(settings, bronze_url(settings, client))
+    return None if dt is None else dt.to_pyarrow_dataset()
 
 
 def read_bronze_since(settings: Settings, client: str, table: str, after_batch: int,
-                      up_to_batch: int | None = None) -> pa.Table:
-    """Bronze events of batches after `after_batch` (and up to `up_to_batch`); file statistics on `_dw_batch`
-    prune the rest."""
-    dt = open_table(settings, table_url(settings, "bronze", client, table))
-    assert dt is not None
-    where = pads.field("_dw_batch") > after_batch
+                      up_to_batch: int | None = None, dataset: pads.Dataset | None = None) -> pa.Table:
+    """Bronze events of one table of batches after `after_batch` (and up to `up_to_batch`); the partition and
+    file statistics on `_dw_batch` prune the rest."""
+    ds = dataset or bronze_dataset(settings, client)
+    assert ds is not None
+    where = (pads.field(BRONZE_TABLE) == table) & (pads.field("_dw_batch") > after_batch)
     if up_to_batch is not None:
         where = where & (pads.field("_dw_batch") <= up_to_batch)
-    return read_table(dt, filter=where)
+    return ds.to_table(filter=where)
 
+
+def deletes_since(settings: Settings, client: str, table: str, seq: int,
+                  dataset: pads.Dataset | None = None) -> pa.Table:
+    """The table's delete events in bronze at binlog position `seq` or later: the candidate tombstones of a
+    batch whose oldest change is at `seq` (statistics on `_dw_seq` prune the files of older changes)."""
+    ds = dataset or bronze_dataset(settings, client)
+    if ds is None:
+        return pa.table({})
+    return ds.to_table(filter=(pads.field(BRONZE_TABLE) == table) & (pads.field("op") == "d")
+                       & (pads.field(SEQ) >= seq))

@@ -21,7 +21,7 @@ from dw_assets.model import TypeSpec
 from . import decoding
 from .decoding import Encoding, duck_type, qi, sql_literal  # noqa: F401 (re-exported for other modules)
 from .ordering import ORDER_COLUMNS, SEQ, SEQ_ROW, SEQ_TYPE, ChangeOrder, max_order, order_columns
-from .tables import SOURCE_TS, bronze_schema
+from .tables import BRONZE_TABLE, SOURCE_TS, bronze_schema
 
 
 class ChangeParseError(ValueError):
@@ -44,7 +44,9 @@ def bronze_rows(con: duckdb.DuckDBPyConnection, landing: pa.Table, batch: int, i
     n = landing.num_rows
     out = (landing.append_column(SEQ, seq).append_column(SEQ_ROW, seq_row)
            .append_column("_dw_batch", pa.array([batch] * n, pa.int64()) if n else pa.array([], pa.int64()))
-           .append_column("_dw_ingested_at", pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC"))))
+           .append_column("_dw_ingested_at", pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")))
+           # The bronze partition: the event's source table (the apply step sets the model table per topic).
+           .append_column(BRONZE_TABLE, pc.fill_null(landing["source_table"].cast(pa.string()), "")))
     schema = bronze_schema()
     return out.select(schema.names).cast(schema)
 

@@ -1,8 +1,9 @@
 """A client's bookkeeping in small Delta tables under `<lake>/meta/<client>/`.
 
 `landing_manifest`: landing files appended to bronze (one row per file, with its batch number);
-`silver_progress`: the last batch each silver table has applied (a failed table catches up from bronze);
 `truncations`: the position of each table's last TRUNCATE (older late events must not come back).
+The last batch each silver (and history) table applied is an application transaction in that table's own
+commits (`silver.SILVER_APP`); `silver_progress`, where an older lake has it, is still read as a floor.
 """
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ from .commit_retry import with_commit_retry
 from .landing_files import LandingFile
 from .ordering import SEQ, SEQ_ROW, ChangeOrder
 from .paths import meta_url, open_table, read_table
-from .tables import MANIFEST, PROGRESS, TRUNCATIONS, manifest_schema, progress_schema, truncations_schema
+from .tables import MANIFEST, PROGRESS, TRUNCATIONS, manifest_schema, truncations_schema
 
 
-def _read(settings: Settings, client: str, name: str) -> pa.Table:
+def _read(settings: Settings, client: str, name: str, required: bool = True) -> pa.Table | None:
     dt = open_table(settings, meta_url(settings, client, name))
     if dt is None:
+        if not required:
+            return None
         raise FileNotFoundError(f"{name} of client {client!r} is missing: run `dw lake init --client {client}`")
     return read_table(dt)
 
@@ -37,18 +40,28 @@ def _append(settings: Settings, client: str, name: str, rows: pa.Table) -> None:
                       f"{name} append {client}")
 
 
+def manifest_entry(f: LandingFile, rows: int, batch: int) -> dict:
+    """One manifest row (without `applied_at`), as bronze's sealing commit records it too."""
+    return {"file": f.key, "table": f.table, "topic": f.topic, "partition": f.partition,
+            "start_offset": f.start_offset, "rows": rows, "batch": batch}
+
+
 class ClientState:
     """The bookkeeping of one client, read once per apply."""
 
     def __init__(self, settings: Settings, client: str):
         self.settings, self.client = settings, client
         self._lock = threading.Lock()  # tables record truncations from parallel threads
-        manifest = _read(settings, client, MANIFEST).select(["file", "batch"])
+        manifest = _read(settings, client, MANIFEST).select(["file", "table", "batch"])
         self.processed: set[str] = set(manifest["file"].to_pylist())
         self.last_batch: int = (pc.max(manifest["batch"]).as_py() or 0) if manifest.num_rows else 0
-        progress = _read(settings, client, PROGRESS)
+        # The last batch that brought files of each table: a table whose progress is below it is behind.
+        self.last_batch_of: dict[str, int] = {}
+        for t, b in zip(manifest["table"].to_pylist(), manifest["batch"].to_pylist()):
+            self.last_batch_of[t] = max(b, self.last_batch_of.get(t, 0))
+        progress = _read(settings, client, PROGRESS, required=False)  # lakes before progress in silver commits
         self.applied: dict[str, int] = {}
-        for t, b in zip(progress["table"].to_pylist(), progress["batch"].to_pylist()):
+        for t, b in (zip(progress["table"].to_pylist(), progress["batch"].to_pylist()) if progress else ()):
             self.applied[t] = max(b, self.applied.get(t, 0))
         trunc = _read(settings, client, TRUNCATIONS)
         self.truncated: dict[str, ChangeOrder] = {}
@@ -56,25 +69,16 @@ class ClientState:
             o = ChangeOrder(s, r)
             self.truncated[t] = max(o, self.truncated.get(t, o))
 
-    def record_files(self, files: Iterable[LandingFile], rows: dict[str, int], batch: int, now: datetime) -> None:
-        files = list(files)
-        if not files:
+    def record_files(self, entries: Iterable[dict], now: datetime) -> None:
+        """Append manifest rows: dicts of `manifest_entry` (with their batch), in one commit."""
+        rows = [dict(e, applied_at=now) for e in entries]
+        if not rows:
             return
-        t = pa.Table.from_pylist([
-            {"file": f.key, "table": f.table, "topic": f.topic, "partition": f.partition,
-             "start_offset": f.start_offset, "rows": rows.get(f.key, 0), "batch": batch, "applied_at": now}
-            for f in files], schema=manifest_schema())
-        _append(self.settings, self.client, MANIFEST, t)
-        self.processed.update(f.key for f in files)
-        self.last_batch = max(self.last_batch, batch)
-
-    def record_progress(self, tables: Iterable[str], batch: int, now: datetime) -> None:
-        tables = list(tables)
-        if not tables:
-            return
-        _append(self.settings, self.client, PROGRESS, pa.Table.from_pylist(
-            [{"table": t, "batch": batch, "applied_at": now} for t in tables], schema=progress_schema()))
-        self.applied.update({t: batch for t in tables})
+        _append(self.settings, self.client, MANIFEST, pa.Table.from_pylist(rows, schema=manifest_schema()))
+        for e in rows:
+            self.processed.add(e["file"])
+            self.last_batch = max(self.last_batch, e["batch"])
+            self.last_batch_of[e["table"]] = max(e["batch"], self.last_batch_of.get(e["table"], 0))
 
     def record_truncation(self, table: str, at: ChangeOrder, now: datetime) -> None:
         with self._lock:

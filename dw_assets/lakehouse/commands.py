@@ -11,7 +11,6 @@ from rich.table import Table as RichTable
 
 from dw_assets.cli import CommandError
 from dw_assets.identifiers import validate_client_name
-from dw_assets.model import load_model
 from dw_assets.settings import Settings
 
 from .apply import ApplyResult, apply_client
@@ -29,15 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     init = sub.add_parser("init", help="create the client's missing lake tables from the model (idempotent)")
     init.add_argument("--client", required=True)
-    init.add_argument("--model", help="model file (default: the shipped standard model)")
-    init.set_defaults(func=lambda args, settings: cmd_init(settings, args.client, args.model))
+    init.set_defaults(func=lambda args, settings: cmd_init(settings, args.client))
 
     ap = sub.add_parser("apply", help="apply the client's new landing files to bronze and silver")
     ap.add_argument("--client", required=True)
     ap.add_argument("--database", help="the client's source database (default: the client name)")
-    ap.add_argument("--model", help="model file (default: the shipped standard model)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    ap.set_defaults(func=lambda args, settings: cmd_apply(settings, args.client, args.database, args.model, args.json))
+    ap.set_defaults(func=lambda args, settings: cmd_apply(settings, args.client, args.database, args.json))
 
     qr = sub.add_parser("quarantine", help="changes that could not be applied: list, retry, discard")
     qsub = qr.add_subparsers(dest="quarantine_command", metavar="ACTION")
@@ -48,11 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         q = qsub.add_parser(action, help=text)
         q.add_argument("--client", help="only this client (default: every client with a quarantine)")
         q.add_argument("--table", action="append", help="only this table (repeatable)")
-        q.add_argument("--model", help="model file (default: the shipped standard model)")
         if action != "list":
             q.add_argument("--database", help="the client's source database (default: the client name)")
         q.set_defaults(func=lambda args, settings: cmd_quarantine(
-            settings, args.quarantine_command, args.client, args.table, args.model, getattr(args, "database", None)))
+            settings, args.quarantine_command, args.client, args.table, getattr(args, "database", None)))
 
     mt = sub.add_parser("maintain", help="compact and vacuum every client's tables (or the given ones)")
     mt.add_argument("--client", action="append", help="only this client (repeatable)")
@@ -62,20 +58,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     mg = sub.add_parser("migrate", help="rewrite tables of the old DECIMAL `_dw_seq` layout (apply also does it)")
     mg.add_argument("--client", action="append", help="only this client (repeatable; default every lake client)")
-    mg.add_argument("--model", help="model file (default: the shipped standard model)")
-    mg.set_defaults(func=lambda args, settings: cmd_migrate(settings, args.client, args.model))
+    mg.set_defaults(func=lambda args, settings: cmd_migrate(settings, args.client))
 
 
-def cmd_init(settings: Settings, client: str, model_path: str | None) -> int:
+def cmd_init(settings: Settings, client: str) -> int:
     validate_client_name(client)
-    created = ensure_client_tables(settings, client, load_model(model_path))
+    created = ensure_client_tables(settings, client, settings.standard_model())
     Console().print(f"{len(created)} table(s) created for {client}" + "".join(f"\n  {u}" for u in created))
     return 0
 
 
-def cmd_apply(settings: Settings, client: str, database: str | None, model_path: str | None, as_json: bool) -> int:
+def cmd_apply(settings: Settings, client: str, database: str | None, as_json: bool) -> int:
     validate_client_name(client)
-    r = apply_client(settings, client, load_model(model_path), database=database)
+    r = apply_client(settings, client, settings.standard_model(), database=database)
     if as_json:
         print(json.dumps(_as_json(r), indent=2, default=str))
     else:
@@ -108,10 +103,10 @@ def _print(r: ApplyResult) -> None:
 
 
 def cmd_quarantine(settings: Settings, action: str, client: str | None, tables: list[str] | None,
-                   model_path: str | None, database: str | None) -> int:
+                   database: str | None) -> int:
     if client:
         validate_client_name(client)
-    model = load_model(model_path or settings.model_path)
+    model = settings.standard_model()
     unknown = sorted(set(tables or []) - set(model.table_names))
     if unknown:
         raise CommandError(f"table(s) not in the model: {', '.join(unknown)}")
@@ -161,10 +156,10 @@ def cmd_maintain(settings: Settings, clients: list[str] | None, retention_hours:
     return 0
 
 
-def cmd_migrate(settings: Settings, clients: list[str] | None, model_path: str | None) -> int:
+def cmd_migrate(settings: Settings, clients: list[str] | None) -> int:
     for c in clients or []:
         validate_client_name(c)
-    model = load_model(model_path)
+    model = settings.standard_model()
     for client in clients or lake_clients(settings):
         r = migrate_client(settings, client, model, check_all=True)
         Console().print(f"{client}: {len(r.migrated)} table(s) migrated, {r.rows} row(s)"

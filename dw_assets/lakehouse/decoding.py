@@ -18,6 +18,7 @@ and `decimal.handling.mode` decide, with the column's precision, exactly as Debe
 | BIGINT UNSIGNED | number (negative = `bigint.unsigned.handling.mode=long` wrap-around, +2^64); base64 (`precise`) |
 | BIT(1) / BIT(n) | boolean / base64 of little-endian bytes (`io.debezium.data.Bits`) -> '0'/'1' string of n digits |
 | BINARY, BLOB | base64 (standard or URL-safe) |
+| GEOMETRY types | `{"wkb": base64, "srid": int or null}` (io.debezium.data.geometry.Geometry) -> struct<wkb, srid> |
 
 Every expression has TRY semantics: a value that does not decode becomes NULL, and `error_sql` names each such
 column (raw value non-null, decoded null) so the caller can quarantine exactly the rows that fail.
@@ -92,6 +93,8 @@ def duck_type(t: pa.DataType) -> str:
         return "BLOB"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "VARCHAR"
+    if pa.types.is_struct(t):
+        return "STRUCT(" + ", ".join(f"{qi(f.name)} {duck_type(f.type)}" for f in t) + ")"
     raise TypeError(f"no DuckDB mapping for Arrow type {t}")
 
 
@@ -248,12 +251,21 @@ def _unsigned_bigint(target: str) -> Steps:
             f"coalesce({{s0}}, TRY_CAST({_unscaled_text('{s1}')} AS {target}))"]
 
 
+def _geometry() -> Steps:
+    """Debezium's Geometry struct as JSON text -> struct(wkb BLOB, srid INTEGER); NULL unless the WKB decodes."""
+    return [_b64("try(json_extract_string({v}, '$.wkb'))"),
+            "CASE WHEN {s0} IS NOT NULL THEN struct_pack(wkb := {s0}, "
+            "srid := TRY_CAST(try(json_extract_string({v}, '$.srid')) AS INTEGER)) END"]
+
+
 def value_steps(col: LakeColumn, enc: Encoding) -> Steps:
     """The steps that decode one column (see `Steps`)."""
     t, spec = col.type, col.spec
     target = duck_type(t)
     if spec is not None and spec.base == "bit":
         return _bits(spec)
+    if pa.types.is_struct(t):  # the only struct lake type: geometry
+        return _geometry()
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return [_b64("{v}")]
     if spec is not None and spec.base == "decimal":  # DECIMAL(>38, s): text (base64 decodes up to 16 bytes)

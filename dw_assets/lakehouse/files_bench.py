@@ -3,7 +3,7 @@ sensor would start (one every `interval_s`), with the light compaction pass on i
 
 The hour is simulated (applies back to back, the clock advanced per batch) so the figure costs minutes, not an
 hour; what it measures does not depend on wall time: every apply adds about one file per bronze and bookkeeping
-table and rewrites the silver files it touches, and compaction folds them. Beside it, the same applies without
+table (bronze: one per client) and rewrites the silver files it touches, and compaction folds them. Beside it, the same applies without
 maintenance (the reference: what the file count would be with no compaction).
 """
 from __future__ import annotations
@@ -22,16 +22,15 @@ from . import bench as apply_bench
 from .apply import apply_client
 from .evolution import StaticSourceSchema
 from .maintenance import COMPACT_FROM_FILES, maintain_client
-from .paths import filesystem, meta_url, open_table, table_url
-from .tables import MANIFEST, PROGRESS, TOMBSTONES
+from .paths import bronze_url, filesystem, meta_url, open_table, table_url
+from .tables import MANIFEST
 
 COMPACTION_EVERY_S = 15 * 60  # the lake_compaction schedule's cadence
 
 
 def _live_files(settings: Settings, client: str, table: str) -> dict[str, int]:
-    urls = {"bronze": table_url(settings, "bronze", client, table), "silver": table_url(settings, "silver", client, table),
-            "tombstones": meta_url(settings, client, f"{TOMBSTONES}/{table}"),
-            "manifest": meta_url(settings, client, MANIFEST), "progress": meta_url(settings, client, PROGRESS)}
+    urls = {"bronze": bronze_url(settings, client), "silver": table_url(settings, "silver", client, table),
+            "manifest": meta_url(settings, client, MANIFEST)}
     out = {}
     for name, url in urls.items():
         dt = open_table(settings, url)
@@ -100,9 +99,9 @@ def run_files_bench(settings: Settings, minutes: float = 60, rate: int = 2_000, 
             if progress and b % max(1, batches // 10) == 0:
                 progress(f"files bench: batch {b}/{batches}, live files {files}")
         final = _live_files(settings, client, table)
-        written = _files_on_disk(settings, table_url(settings, "bronze", client, table))
+        written = _files_on_disk(settings, bronze_url(settings, client))
         silver_rows = open_table(settings, table_url(settings, "silver", client, table)).to_pyarrow_dataset().count_rows()
-        bronze_rows = open_table(settings, table_url(settings, "bronze", client, table)).to_pyarrow_dataset().count_rows()
+        bronze_rows = open_table(settings, bronze_url(settings, client)).to_pyarrow_dataset().count_rows()
         return {
             "simulated_minutes": minutes, "rate": rate, "interval_s": interval_s, "applies": batches,
             "changes": batches * per_batch, "compactions": compactions, "maintenance": maintenance,

@@ -14,6 +14,7 @@ from typing import Sequence
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
+from deltalake import CommitProperties, Transaction
 
 from dw_assets.settings import Settings
 
@@ -21,14 +22,18 @@ from .changes import qi
 from .commit_retry import with_commit_retry
 from .ordering import ORDER_COLUMNS, SEQ, SEQ_END, SEQ_END_ROW, SEQ_ROW, min_order
 from .paths import open_table, read_table, table_url
-from .silver import MergeCounts, dq
+from .silver import MergeCounts, dq, key_filter
 from .tables import SOURCE_TS
 
 
+HISTORY_APP = "dw.history"  # application transaction id: the last batch the history table applied
+
+
 def apply_history(settings: Settings, client: str, table: str, keys: Sequence[str], columns: Sequence[str],
-                  typed: pa.Table, truncates: pa.Table, con: duckdb.DuckDBPyConnection) -> MergeCounts:
+                  typed: pa.Table, truncates: pa.Table, con: duckdb.DuckDBPyConnection,
+                  batch: int | None = None) -> MergeCounts:
     """Add a batch's changes (typed events of all ops, and truncates: `_dw_seq`, `_dw_seq_row`,
-    `_dw_source_ts_ms`)."""
+    `_dw_source_ts_ms`) in one commit, which records `batch` as the history's progress (`HISTORY_APP`)."""
     if typed.num_rows == 0 and truncates.num_rows == 0:
         return MergeCounts()
     url = table_url(settings, "silver_history", client, table)
@@ -44,16 +49,21 @@ def apply_history(settings: Settings, client: str, table: str, keys: Sequence[st
         # Only versions still open or ended at/after the oldest new change can get a different end.
         # Filtered on `_dw_seq_end` alone: a superset (a version ended at the oldest seq, before its row, comes
         # along and is rebuilt unchanged); exact int64 statistics prune the files of older closed versions.
+        # Without a truncate (which ends every key's open version) only the batch's keys can change: their
+        # values and ranges prune the files too, so the read follows the batch, not the history's size.
+        where = pads.field(SEQ_END).is_null() | (pads.field(SEQ_END) >= oldest.seq)
+        if truncates.num_rows == 0:
+            where = where & key_filter(typed, keys)
         existing = read_table(dt, columns=[*columns, SEQ, SEQ_ROW, SEQ_END, SEQ_END_ROW, "valid_from", "valid_to"],
-                              filter=pads.field(SEQ_END).is_null() | (pads.field(SEQ_END) >= oldest.seq))
+                              filter=where)
         con.register("ev_in", typed)
         con.register("ex_in", existing)
         con.register("tr_in", truncates)
         same_key = " AND ".join(f"v.{qi(c)} = x.{qi(c)}" for c in keys)
-        key_filter = "" if truncates.num_rows else f"WHERE EXISTS (SELECT 1 FROM ev_in v WHERE {same_key})"
+        batch_keys = "" if truncates.num_rows else f"WHERE EXISTS (SELECT 1 FROM ev_in v WHERE {same_key})"
         end_starts_none = " AND ".join(f"n.{qi(c)} = e.{qi(c)}" for c in keys)
         sql = f"""
-        WITH ex AS (SELECT * FROM ex_in x {key_filter}),
+        WITH ex AS (SELECT * FROM ex_in x {batch_keys}),
         events AS (
             SELECT {data}, 'u' AS op, {SEQ} AS seq, {SEQ_ROW} AS seq_row, epoch_ms(valid_from) AS ts, 0 AS is_new
               FROM ex
@@ -92,7 +102,8 @@ def apply_history(settings: Settings, client: str, table: str, keys: Sequence[st
         rows = rows.cast(pa.schema([pa.field(f.name, target.field(f.name).type) for f in rows.schema]))
         values = {dq(c): f"s.{dq(c)}" for c in rows.column_names}
         pred = " AND ".join(f"t.{dq(c)} = s.{dq(c)}" for c in list(keys) + list(ORDER_COLUMNS))
-        m = (dt.merge(rows, pred, source_alias="s", target_alias="t")
+        props = CommitProperties(app_transactions=[Transaction(HISTORY_APP, batch)]) if batch is not None else None
+        m = (dt.merge(rows, pred, source_alias="s", target_alias="t", commit_properties=props)
              .when_matched_update(values).when_not_matched_insert(values).execute())
         return MergeCounts(inserted=int(m.get("num_target_rows_inserted", 0)),
                            updated=int(m.get("num_target_rows_updated", 0)), version=dt.version(), metrics=m)

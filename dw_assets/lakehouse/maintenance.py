@@ -16,7 +16,7 @@ from dw_assets.model import StandardModel, load_model
 from dw_assets.settings import Settings
 
 from .commit_retry import with_commit_retry
-from .paths import filesystem, join, meta_url, open_table, table_url
+from .paths import bronze_url, filesystem, join, meta_url, open_table, table_url
 from .tables import MANIFEST, PROGRESS, TOMBSTONES, TRUNCATIONS
 
 log = logging.getLogger(__name__)
@@ -107,11 +107,11 @@ def maintain_client(settings: Settings, client: str, model: StandardModel | None
     result = ClientMaintenance(client)
     light = compact_only_from is not None
     opts = dict(retention_hours=retention_hours, min_files=compact_only_from or 2, vacuum=not light)
-    urls: list[tuple[str, list[str] | None]] = []
+    urls: list[tuple[str, list[str] | None]] = [(bronze_url(settings, client), None)]
     for t in model.tables:
-        if not light:
+        if not light:  # lakes of before tombstones moved into bronze
             expire_tombstones(settings, client, t.name, tombstone_retention_hours)
-        for layer in ("bronze", "silver", "silver_history"):
+        for layer in ("silver", "silver_history"):
             z = list(t.primary_key) if z_order_by_key and layer == "silver" else None
             urls.append((table_url(settings, layer, client, t.name), z))  # type: ignore[arg-type]
         urls.append((meta_url(settings, client, f"{TOMBSTONES}/{t.name}"), None))

@@ -1,4 +1,5 @@
-"""Migration of a client's lake from the old DECIMAL(38,0) `_dw_seq` to the int64 pair of `ordering`.
+"""Migration of a client's lake from older layouts: the DECIMAL(38,0) `_dw_seq` (to the int64 pair of
+`ordering`), then bronze per table (to one bronze table per client, `migrate_bronze`).
 
 Runs at the start of every apply (cheap when done: one table's schema is read) and by `dw lake migrate`. Each
 table whose `_dw_seq` is still a DECIMAL is rewritten in one overwrite commit, streamed batch by batch, with
@@ -7,6 +8,11 @@ decomposes exactly; every other column, every row and the table's properties sta
 shows the old versions. One commit per table makes it crash-safe: an interrupted migration leaves each table
 either old or new, and the next run migrates those still old. The client's `truncations` table goes last and
 serves as the marker that the client is done.
+
+Bronze per table (`<lake>/bronze/<client>/<table>`) is copied into the client's bronze table (partition
+`_dw_table`), one table per commit; the commit carries the application transaction
+`dw.migrated.<table>`, so a crash after it only deletes the old table on the next run (never copies twice).
+Every column, row and `_dw_batch` stays, so catch-up and de-duplication work across the move.
 """
 from __future__ import annotations
 
@@ -17,15 +23,15 @@ from typing import Iterator
 
 import duckdb
 import pyarrow as pa
-from deltalake import CommitProperties, write_deltalake
+from deltalake import CommitProperties, Transaction, write_deltalake
 
 from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
 from .commit_retry import with_commit_retry
 from .ordering import SEQ, SEQ_END, SEQ_END_ROW, SEQ_ROW, SEQ_TYPE, legacy_order_sql, quote
-from .paths import meta_url, open_table, table_url
-from .tables import TOMBSTONES, TRUNCATIONS
+from .paths import bronze_url, filesystem, meta_url, open_table, table_exists, table_url
+from .tables import BRONZE_TABLE, TOMBSTONES, TRUNCATIONS
 
 log = logging.getLogger(__name__)
 # (old column, new seq column, new row column) per ordering value a table can hold.
@@ -68,6 +74,7 @@ def migrate_client(settings: Settings, client: str, model: StandardModel, check_
             return result
         dt = open_table(settings, marker)
         if dt is not None and not needs_migration(pa.schema(dt.schema().to_arrow())):
+            migrate_bronze(settings, client, model, result)
             with _done_lock:
                 _done.add(key)
             return result
@@ -76,6 +83,7 @@ def migrate_client(settings: Settings, client: str, model: StandardModel, check_
         if rows is not None:
             result.migrated.append(url)
             result.rows += rows
+    migrate_bronze(settings, client, model, result)
     with _done_lock:
         _done.add(key)
     if result.migrated:
@@ -136,3 +144,42 @@ def _convert(batches: Iterator[pa.RecordBatch], old: pa.Schema, new: pa.Schema) 
             yield from pa.Table.from_arrays(arrays, schema=new).to_batches()
     finally:
         con.close()
+
+
+def migrate_bronze(settings: Settings, client: str, model: StandardModel, result: MigrationResult) -> None:
+    """Move every per-table bronze of the client into its one bronze table (see the module docstring)."""
+    target = bronze_url(settings, client)
+    for t in model.tables:
+        old = table_url(settings, "bronze", client, t.name)
+        if not table_exists(settings, old):
+            continue
+        app = f"dw.migrated.{t.name}"
+
+        def step(old: str = old, app: str = app, table: str = t.name) -> int:
+            dt = open_table(settings, target)
+            assert dt is not None, f"bronze table missing: {target}"
+            if dt.transaction_version(app) is not None:
+                return 0  # copied by an interrupted run: only the old table is left to remove
+            src = open_table(settings, old)
+            assert src is not None
+            ds = src.to_pyarrow_dataset()
+            schema = pa.schema(dt.schema().to_arrow())
+            reader = pa.RecordBatchReader.from_batches(schema, _with_table(ds.to_batches(), table, schema))
+            write_deltalake(dt, reader, mode="append", commit_properties=CommitProperties(
+                custom_metadata={"dw.migration": f"bronze-per-client:{table}"},
+                app_transactions=[Transaction(app, 1)]))
+            return ds.count_rows()
+
+        rows = with_commit_retry(step, f"migrate {old}")
+        fs, path = filesystem(settings, old)
+        fs.delete_dir(path)
+        result.migrated.append(old)
+        result.rows += rows
+        log.info("bronze of %s.%s moved into %s: %d row(s)", client, t.name, target, rows)
+
+
+def _with_table(batches: Iterator[pa.RecordBatch], table: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    for b in batches:
+        t = pa.Table.from_batches([b])
+        t = t.append_column(BRONZE_TABLE, pa.array([table] * t.num_rows, pa.string()))
+        yield from t.select(schema.names).cast(schema).to_batches()

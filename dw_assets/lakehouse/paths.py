@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
@@ -34,6 +35,24 @@ def table_url(settings: Settings, layer: Layer, client: str, table: str) -> str:
     if layer not in LAYERS:
         raise ValueError(f"unknown lake layer {layer!r}: one of {', '.join(LAYERS)}")
     return join(settings.lake_url, layer, client, table)
+
+
+BRONZE_EVENTS = "_events"  # not a model table name: those are plain identifiers without a leading underscore
+
+
+def bronze_url(settings: Settings, client: str) -> str:
+    """`<lake>/bronze/<client>/_events`: the client's one bronze table, partitioned by `_dw_table`."""
+    return join(settings.lake_url, "bronze", client, BRONZE_EVENTS)
+
+
+def layer_table(settings: Settings, layer: Layer, client: str, table: str) -> tuple[DeltaTable | None, pa.compute.Expression | None]:
+    """The Delta table holding `layer`/`client`/`table` and the filter selecting the table's rows in it: bronze
+    is one table per client (the partition `_dw_table`), except in a lake not yet migrated to it."""
+    if layer == "bronze":
+        dt = open_table(settings, bronze_url(settings, client))
+        if dt is not None:
+            return dt, pads.field("_dw_table") == table
+    return open_table(settings, table_url(settings, layer, client, table)), None
 
 
 def meta_url(settings: Settings, client: str, name: str) -> str:
@@ -64,10 +83,13 @@ def open_table(settings: Settings, url: str, version: int | None = None) -> Delt
 def read_delta(settings: Settings, layer: Layer, client: str, table: str, version: int | None = None,
                columns: Sequence[str] | None = None, filter: pa.compute.Expression | None = None) -> pa.Table:
     """Read one lake table (optionally at a past version) into Arrow; the helper checks and reports use."""
-    url = table_url(settings, layer, client, table)
-    dt = open_table(settings, url, version)
+    dt, where = layer_table(settings, layer, client, table)
     if dt is None:
-        raise FileNotFoundError(f"no Delta table at {url}")
+        raise FileNotFoundError(f"no Delta table at {table_url(settings, layer, client, table)}")
+    if version is not None:
+        dt.load_as_version(version)
+    if where is not None:
+        filter = where if filter is None else where & filter
     return read_table(dt, columns=columns, filter=filter)
 
 

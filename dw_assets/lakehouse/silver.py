@@ -3,27 +3,36 @@
 Order is the pair (`_dw_seq`, `_dw_seq_row`) (binlog file/position/row, stored in silver; see `ordering`): only
 the latest change per key in a batch is merged, and only if newer than the row in silver, so replayed and
 out-of-order batches are harmless.
-Deletes remove the row and leave a tombstone (key, order) in `<lake>/meta/<client>/tombstones/<table>` so a late,
-older upsert of a deleted key is dropped (Databricks AUTO CDC keeps tombstones the same way; maintenance
-expires them after the retention period, beyond which a later-arriving older event is accepted).
+Deletes remove the row; the delete event in bronze is its tombstone (key, order), so a late, older upsert of a
+deleted key is dropped (Databricks AUTO CDC keeps tombstones the same way): a batch reads only the deletes at or
+after its oldest change (`bronze.deletes_since`, pruned by `_dw_seq` statistics), which are the only ones that
+can hold one of its changes back. No tombstone table, no extra commit, no expiry needed.
 A TRUNCATE at position T deletes every row older than T and is remembered in `truncations`.
+A batch's MERGE is one commit, carrying the batch number as silver's progress (application transaction
+`dw.silver`): progress and data cannot disagree after a crash.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
+import pyarrow.dataset as pads
+from deltalake import CommitProperties, DeltaTable, Transaction
+
+from dw_assets.model import TypeSpec
 
 from dw_assets.settings import Settings
 
-from .changes import latest_per_key, qi
+from .bronze import deletes_since
+from .changes import decode_events, latest_per_key, qi
+from .decoding import Encoding
 from .commit_retry import with_commit_retry
-from .ordering import ORDER_COLUMNS, SEQ, ChangeOrder, before_literal_sql, newer_sql, quote
+from .ordering import ORDER_COLUMNS, SEQ, SEQ_TYPE, ChangeOrder, before_literal_sql, newer_sql, quote
 from .paths import meta_url, open_table, read_table, table_url
 from .tables import SOURCE_TS, TOMBSTONES
 
@@ -38,6 +47,7 @@ class MergeCounts:
     metrics: dict = field(default_factory=dict)
 
 
+SILVER_APP = "dw.silver"  # application transaction id: the last batch a silver table applied
 dq = quote  # deltalake's SQL expressions: DataFusion lower-cases unquoted names
 
 
@@ -84,66 +94,96 @@ def _filter_applicable(con: duckdb.DuckDBPyConnection, latest: pa.Table, current
             con.unregister(n)
 
 
-def record_tombstones(settings: Settings, client: str, table: str, keys: Sequence[str], deletes: pa.Table,
-                      now: datetime, con: duckdb.DuckDBPyConnection) -> int:
-    """Upsert (key, seq) of deleted keys, keeping the newest delete per key."""
+def key_filter(latest: pa.Table, keys: Sequence[str]) -> pads.Expression:
+    """A filter on silver selecting at least the rows of `latest`'s keys: per key column its values and their
+    range (the range is what file statistics prune by; a composite key gives a superset, joined exactly later)."""
+    where = None
+    for k in keys:
+        values = pc.unique(latest[k].combine_chunks().drop_null())
+        f = pads.field(k)
+        e = (f >= pc.min(values)) & (f <= pc.max(values)) & f.isin(values)
+        where = e if where is None else where & e
+    assert where is not None
+    return where
+
+
+def tombstones(con: duckdb.DuckDBPyConnection, deletes: pa.Table, key_fields: Sequence[pa.Field],
+               specs: Mapping[str, TypeSpec] | None = None, encoding: Encoding | None = None) -> pa.Table:
+    """(keys, `_dw_seq`, `_dw_seq_row`) of the newest delete per key among bronze delete events (see
+    `bronze.deletes_since`); a key image that does not decode holds nothing back."""
+    keys = [f.name for f in key_fields]
+    empty = pa.schema([f.with_nullable(True) for f in key_fields]
+                      + [pa.field(c, SEQ_TYPE) for c in ORDER_COLUMNS]).empty_table()
     if deletes.num_rows == 0:
-        return 0
-    url = meta_url(settings, client, f"{TOMBSTONES}/{table}")
-    src = deletes.select(list(keys) + list(ORDER_COLUMNS)).append_column(
-        "_dw_deleted_at", pa.array([now] * deletes.num_rows, pa.timestamp("us", tz="UTC")))
+        return empty
+    typed = decode_events(con, deletes, key_fields, specs, encoding).typed
+    if typed.num_rows == 0:
+        return empty
+    return latest_per_key(typed, keys).select([*keys, *ORDER_COLUMNS])
 
-    def step() -> int:
-        dt = _open(settings, url)
-        existing = read_table(dt, columns=list(keys) + list(ORDER_COLUMNS))
-        con.register("d_in", src)
-        con.register("e_in", existing)
-        on = " AND ".join(f"d.{qi(k)} = e.{qi(k)}" for k in keys)
-        try:
-            newer = con.sql(f"SELECT d.* FROM d_in d LEFT JOIN e_in e ON {on} "
-                                f"WHERE e.{SEQ} IS NULL OR {newer_sql('d', 'e')}").to_arrow_table()
-        finally:
-            con.unregister("d_in")
-            con.unregister("e_in")
-        if newer.num_rows == 0:
-            return 0
-        cols = {dq(c): f"s.{dq(c)}" for c in newer.column_names}
-        (dt.merge(newer, _key_predicate(keys),
-                  source_alias="s", target_alias="t")
-         .when_matched_update({**{dq(c): f"s.{dq(c)}" for c in ORDER_COLUMNS},
-                               dq("_dw_deleted_at"): 's."_dw_deleted_at"'}, predicate=newer_sql("s", "t"))
-         .when_not_matched_insert(cols).execute())
-        return newer.num_rows
 
-    return with_commit_retry(step, f"tombstones {client}.{table}")
+def read_tombstones(settings: Settings, client: str, table: str, con: duckdb.DuckDBPyConnection,
+                    key_fields: Sequence[pa.Field], since_seq: int, specs: Mapping[str, TypeSpec] | None = None,
+                    encoding: Encoding | None = None, bronze: pads.Dataset | None = None,
+                    batch_events: pa.Table | None = None) -> pa.Table:
+    """The tombstones that can hold back changes at `since_seq` or later (bronze's deletes from there on), plus
+    those of a lake written before tombstones moved into bronze (its `tombstones` table, if it has one).
+
+    Deletes among `batch_events` (the batch itself) are left out: the latest change per key in the batch already
+    decides against them, so in-order streaming decodes nothing here."""
+    deletes = deletes_since(settings, client, table, since_seq, bronze)
+    if deletes.num_rows and batch_events is not None and batch_events.num_rows:
+        ident = ["key", *ORDER_COLUMNS]
+        own = pl.from_arrow(batch_events.select(ident))
+        rest = pl.from_arrow(deletes).with_row_index("_i").join(own, on=ident, how="anti", nulls_equal=True)
+        deletes = deletes.take(pa.array(rest["_i"].to_numpy()))
+    tombs = tombstones(con, deletes, key_fields, specs, encoding)
+    legacy = open_table(settings, meta_url(settings, client, f"{TOMBSTONES}/{table}"))
+    if legacy is not None:
+        old = read_table(legacy, columns=[f.name for f in key_fields] + list(ORDER_COLUMNS),
+                         filter=pads.field(SEQ) >= since_seq)
+        if old.num_rows:  # one row per key: the join in `_filter_applicable` expects it
+            keys = [f.name for f in key_fields]
+            tombs = latest_per_key(pa.concat_tables([tombs, old.cast(tombs.schema)]), keys)
+    return tombs
 
 
 def merge_silver(settings: Settings, client: str, table: str, keys: Sequence[str], typed: pa.Table,
                  columns: Sequence[str], con: duckdb.DuckDBPyConnection, now: datetime,
-                 truncated_at: ChangeOrder | None = None) -> MergeCounts:
+                 truncated_at: ChangeOrder | None = None, tombs: pa.Table | None = None,
+                 batch: int | None = None, dt: DeltaTable | None = None) -> MergeCounts:
     """MERGE one batch of typed changes (any order, duplicates allowed) into silver.
 
-    `columns` are silver's data columns; `truncated_at` drops changes at or before the table's last TRUNCATE.
-    Retries the whole step (re-reading silver) when a concurrent writer wins the commit.
+    `columns` are silver's data columns; `truncated_at` drops changes at or before the table's last TRUNCATE;
+    `tombs` are the deletes that can hold changes back (default: read from bronze, `read_tombstones`); `batch`
+    is recorded in the commit as silver's progress (application transaction `SILVER_APP`); `dt` is silver as
+    the caller opened it (a retry re-opens it). Only silver's rows of
+    the batch's keys are read (`key_filter`: file statistics prune the rest). Retries the whole step
+    (re-reading silver) when a concurrent writer wins the commit.
     """
     latest = latest_per_key(typed, keys, after=truncated_at)
-    deletes = latest.filter(pc.equal(latest["_dw_op"], "d"))
-    record_tombstones(settings, client, table, keys, deletes, now, con)
+    if latest.num_rows == 0:
+        return MergeCounts(ignored=typed.num_rows)
+    if tombs is None:
+        key_fields = [typed.schema.field(k) for k in keys]
+        tombs = read_tombstones(settings, client, table, con, key_fields, int(pc.min(latest[SEQ]).as_py()))
     url = table_url(settings, "silver", client, table)
-    tomb_url = meta_url(settings, client, f"{TOMBSTONES}/{table}")
     data = list(columns) + list(ORDER_COLUMNS) + [SOURCE_TS]
+    where = key_filter(latest, keys)
+    props = CommitProperties(app_transactions=[Transaction(SILVER_APP, batch)]) if batch is not None else None
+    opened = [dt]
 
     def step() -> MergeCounts:
-        dt = _open(settings, url)
-        current = read_table(dt, columns=list(keys) + list(ORDER_COLUMNS))
-        tombs = read_table(_open(settings, tomb_url), columns=list(keys) + list(ORDER_COLUMNS))
+        dt = opened.pop() if opened and opened[0] is not None else _open(settings, url)
+        opened.clear()
+        current = read_table(dt, columns=list(keys) + list(ORDER_COLUMNS), filter=where)
         todo = _filter_applicable(con, latest, current, tombs, keys)
         counts = MergeCounts(ignored=typed.num_rows - todo.num_rows)
         if todo.num_rows == 0:
             return counts
         values = {dq(c): f"s.{dq(c)}" for c in data}
         newer = newer_sql("s", "t")  # re-checked inside the MERGE against the committed snapshot
-        m = (dt.merge(todo, _key_predicate(keys), source_alias="s", target_alias="t")
+        m = (dt.merge(todo, _key_predicate(keys), source_alias="s", target_alias="t", commit_properties=props)
              .when_matched_delete(predicate=f"s._dw_op = 'd' AND {newer}")
              .when_matched_update(values, predicate=f"s._dw_op <> 'd' AND {newer}")
              .when_not_matched_insert(values, predicate="s._dw_op <> 'd'")

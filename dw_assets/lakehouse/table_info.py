@@ -8,7 +8,8 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 
 from dw_assets.settings import Settings
 
-from .paths import Layer, open_table, table_url
+from .paths import Layer, layer_table
+from .tables import BRONZE_TABLE
 
 
 def table_facts(settings: Settings, layer: Layer, client: str, table: str) -> dict[str, Any]:
@@ -16,10 +17,12 @@ def table_facts(settings: Settings, layer: Layer, client: str, table: str) -> di
 
     Rows come from the file statistics in the log (no data file is read); absent statistics leave it out.
     """
-    dt = open_table(settings, table_url(settings, layer, client, table))
+    dt, where = layer_table(settings, layer, client, table)
     if dt is None:
         return {}
     actions = pa.table(dt.get_add_actions(flatten=True))
+    if where is not None:  # bronze: the table's partition of the client's bronze
+        actions = actions.filter(pa.compute.equal(actions[f"partition.{BRONZE_TABLE}"], table))
     facts: dict[str, Any] = {"version": dt.version(), "files": actions.num_rows}
     if "num_records" in actions.column_names and actions["num_records"].null_count == 0:
         facts["rows"] = int(pa.compute.sum(actions["num_records"]).as_py() or 0)
@@ -28,8 +31,8 @@ def table_facts(settings: Settings, layer: Layer, client: str, table: str) -> di
 
 def table_head(settings: Settings, layer: Layer, client: str, table: str, limit: int) -> pa.Table | None:
     """The first `limit` rows of one table, reading only as many files as that takes."""
-    dt = open_table(settings, table_url(settings, layer, client, table))
-    return None if dt is None else dt.to_pyarrow_dataset().head(limit)
+    dt, where = layer_table(settings, layer, client, table)
+    return None if dt is None else dt.to_pyarrow_dataset().head(limit, filter=where)
 
 
 def preview_markdown(t: pa.Table, limit: int = 10, max_width: int = 40) -> str:

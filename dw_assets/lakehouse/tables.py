@@ -1,11 +1,13 @@
 """The lake's tables as code: schemas derived from the model and idempotent creation of what is missing.
 
-`ensure_client_tables` computes the tables a client needs (bronze, silver, optional SCD2 history, bookkeeping)
-minus those that exist and creates the rest with the model's types, nullability and properties.
+`ensure_client_tables` computes the tables a client needs (one bronze per client, partitioned by table; silver
+and optional SCD2 history per table; bookkeeping) minus those that exist and creates the rest with the model's
+types, nullability and properties.
 """
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -16,7 +18,7 @@ from dw_assets.model import StandardModel, Table, arrow_type
 from dw_assets.settings import Settings
 
 from .ordering import SEQ, SEQ_END, SEQ_END_ROW, SEQ_ROW, SEQ_TYPE
-from .paths import meta_url, model_meta_url, storage_options, table_exists, table_url
+from .paths import bronze_url, meta_url, model_meta_url, storage_options, table_exists, table_url
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 # Lake-maintained columns: prefixed so they can never collide with a model column (model names are plain
@@ -24,7 +26,10 @@ UTC_TS = pa.timestamp("us", tz="UTC")
 SOURCE_TS = "_dw_source_ts_ms"
 DW_PREFIX = "_dw_"
 
-# Bookkeeping tables per client, under <lake>/meta/<client>/.
+BRONZE_TABLE = "_dw_table"  # bronze's partition column: the model table an event belongs to
+
+# Bookkeeping tables per client, under <lake>/meta/<client>/. `silver_progress` and `tombstones` are only read
+# from lakes written before progress moved into silver's commits and tombstones into bronze (see `apply`).
 MANIFEST = "landing_manifest"
 PROGRESS = "silver_progress"
 TRUNCATIONS = "truncations"
@@ -38,6 +43,7 @@ def bronze_schema() -> pa.Schema:
         pa.field("_dw_landing_file", pa.string(), nullable=False),
         pa.field("_dw_batch", pa.int64(), nullable=False),
         pa.field("_dw_ingested_at", UTC_TS, nullable=False),
+        pa.field(BRONZE_TABLE, pa.string(), nullable=False),
     ])
 
 
@@ -66,11 +72,6 @@ def history_schema(table: Table) -> pa.Schema:
     ])
 
 
-def tombstone_schema(table: Table) -> pa.Schema:
-    keys = [pa.field(c.name, arrow_type(c.type), nullable=False) for c in table.key_columns]
-    return pa.schema(keys + order_fields() + [pa.field("_dw_deleted_at", UTC_TS, nullable=False)])
-
-
 def manifest_schema() -> pa.Schema:
     return pa.schema([
         pa.field("file", pa.string(), nullable=False), pa.field("table", pa.string(), nullable=False),
@@ -78,11 +79,6 @@ def manifest_schema() -> pa.Schema:
         pa.field("start_offset", pa.int64(), nullable=False), pa.field("rows", pa.int64(), nullable=False),
         pa.field("batch", pa.int64(), nullable=False), pa.field("applied_at", UTC_TS, nullable=False),
     ])
-
-
-def progress_schema() -> pa.Schema:
-    return pa.schema([pa.field("table", pa.string(), nullable=False), pa.field("batch", pa.int64(), nullable=False),
-                      pa.field("applied_at", UTC_TS, nullable=False)])
 
 
 def truncations_schema() -> pa.Schema:
@@ -120,25 +116,23 @@ class PlannedTable:
     properties: dict[str, str]
     name: str
     description: str
+    partition_by: tuple[str, ...] = ()
 
 
 def planned_tables(settings: Settings, client: str, model: StandardModel) -> list[PlannedTable]:
     """Every table the client needs according to the model, with schema and properties."""
-    plan: list[PlannedTable] = []
+    # One bronze table per client (partitioned by table): a micro-batch appends to it in one commit.
+    plan: list[PlannedTable] = [PlannedTable(
+        bronze_url(settings, client), bronze_schema(), {"delta.enableChangeDataFeed": "false"}, "bronze",
+        f"Change events of every table of {client}, each once, partitioned by {BRONZE_TABLE}", (BRONZE_TABLE,))]
     for t in model.tables:
         props = table_properties(t)
-        plan.append(PlannedTable(table_url(settings, "bronze", client, t.name), bronze_schema(),
-                                 {"delta.enableChangeDataFeed": "false"}, f"bronze_{t.name}",
-                                 f"Change events of {client}.{t.name}, exactly once per landing file"))
         plan.append(PlannedTable(table_url(settings, "silver", client, t.name), silver_schema(t), props,
                                  f"silver_{t.name}", f"Current state of {client}.{t.name}"))
         if t.options.scd2:
             plan.append(PlannedTable(table_url(settings, "silver_history", client, t.name), history_schema(t), props,
                                      f"silver_history_{t.name}", f"SCD2 history of {client}.{t.name}"))
-        plan.append(PlannedTable(meta_url(settings, client, f"{TOMBSTONES}/{t.name}"), tombstone_schema(t),
-                                 {}, f"tombstones_{t.name}", f"Deleted keys of {client}.{t.name}"))
-    for name, schema in ((MANIFEST, manifest_schema()), (PROGRESS, progress_schema()),
-                         (TRUNCATIONS, truncations_schema())):
+    for name, schema in ((MANIFEST, manifest_schema()), (TRUNCATIONS, truncations_schema())):
         plan.append(PlannedTable(meta_url(settings, client, name), schema, {}, name, f"{name} of {client}"))
     return plan
 
@@ -150,11 +144,26 @@ def ensure_client_tables(settings: Settings, client: str, model: StandardModel) 
         if table_exists(settings, p.url):
             continue
         DeltaTable.create(p.url, p.schema, mode="ignore", name=p.name, description=p.description,
-                          configuration=p.properties or None, storage_options=storage_options(settings, p.url),
-                          raise_if_key_not_exists=False)
+                          partition_by=list(p.partition_by) or None, configuration=p.properties or None,
+                          storage_options=storage_options(settings, p.url), raise_if_key_not_exists=False)
         created.append(p.url)
     ensure_model_meta(settings, model)
+    with _ensured_lock:
+        _ensured[(settings.lake_url, client)] = model.version
     return created
+
+
+_ensured: dict[tuple[str, str], str] = {}  # (lake, client) -> model version ensured in this process
+_ensured_lock = threading.Lock()
+
+
+def ensure_client_tables_cached(settings: Settings, client: str, model: StandardModel) -> list[str]:
+    """`ensure_client_tables` once per process and model version; later calls check only that bronze is there
+    (offboarding removes the client's tables), so a micro-batch does not stat every table and the model table."""
+    if _ensured.get((settings.lake_url, client)) == model.version and table_exists(settings,
+                                                                                  bronze_url(settings, client)):
+        return []
+    return ensure_client_tables(settings, client, model)
 
 
 def model_meta_table(model: StandardModel) -> pa.Table:

@@ -6,6 +6,8 @@ The model file is the only place that knows table and column names; every stage 
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from .types import TypeParseError, TypeSpec, parse_type
+from .types import TypeParseError, TypeSpec, check_collation, parse_column_type
 
 SHIPPED_MODEL_PATH = Path(__file__).with_name("standard_model.yaml")
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -22,14 +24,15 @@ IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 GENERATE_KINDS = frozenset(
     """sequence line_number reference uuid email name company phone country city street postcode currency sku
     product_name code money int flag status text json_attrs bytes created_at updated_at date_past date_future
-    birth_date""".split()
+    birth_date geometry""".split()
 )
 ROLES = frozenset({"money", "status", "mutable", "created_at", "updated_at"})
 UPDATABLE_ROLES = frozenset({"money", "status", "mutable"})
 COLUMN_MAPPING_MODES = ("none", "name")
-_TABLE_KEYS = {"name", "columns", "options", "workload", "description"}
+_TABLE_KEYS = {"name", "columns", "options", "workload", "description", "indexes"}
 _COLUMN_KEYS = {"name", "type", "nullable", "primary_key", "auto_increment", "unique", "default", "references",
-                "generate", "role", "description"}
+                "generate", "role", "description", "on_update", "collation"}
+_INDEX_KEYS = {"name", "columns", "unique"}
 _OPTION_KEYS = {"change_data_feed", "column_mapping", "scd2"}
 _WORKLOAD_KEYS = {"insert_weight", "rows_per_parent", "update_weight", "delete_weight"}
 _CURRENT_TS_RE = re.compile(r"^CURRENT_TIMESTAMP(\([0-6]\))?$", re.IGNORECASE)
@@ -72,6 +75,17 @@ class Column:
     role: str | None = None  # workload role (see ROLES)
     auto_increment: bool = False
     unique: bool = False
+    on_update: str | None = None  # "CURRENT_TIMESTAMP[(n)]": the server sets the column on every UPDATE
+    collation: str | None = None  # e.g. "utf8mb4_bin" (`VARCHAR(n) BINARY`); None = the table's default
+
+
+@dataclass(frozen=True)
+class Index:
+    """A secondary index (unique or not) of a table, in DDL column order."""
+
+    name: str
+    columns: tuple[str, ...]
+    unique: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,17 @@ class Table:
     options: TableOptions = TableOptions()
     workload: WorkloadHints = WorkloadHints()
     description: str = ""
+    indexes: tuple[Index, ...] = ()  # declared in the model (`indexes:`); see `all_indexes`
+
+    @property
+    def all_indexes(self) -> tuple[Index, ...]:
+        """Every secondary index the DDL creates: `unique: true` columns (ux_<col>), an index per reference
+        column not already leading another key (ix_<col>), then the declared `indexes`."""
+        out = [Index(f"ux_{c.name}"[:64], (c.name,), True) for c in self.columns if c.unique]
+        leading = {self.primary_key[0]} | {i.columns[0] for i in (*out, *self.indexes)}
+        out += [Index(f"ix_{c.name}"[:64], (c.name,), False) for c in self.reference_columns
+                if c.name not in leading]
+        return tuple(out) + self.indexes
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -145,6 +170,16 @@ class StandardModel:
     tables: tuple[Table, ...]  # dependency order: referenced tables before referencing ones
     source: str = ""
     description: str = ""
+    foreign_keys: bool = False  # emit FOREIGN KEY constraints for `references` (off: indexes only)
+    # `reports:` of the model file, resolved against the file's folder; None = the model has no reports.
+    reports_dir: Path | None = None
+
+    @property
+    def back_references(self) -> tuple[tuple[Table, Column], ...]:
+        """Nullable references to a table that is not earlier in `tables` (a cycle, or the table itself): rows
+        are inserted with NULL there and the generator fills them in a second pass."""
+        pos = {t.name: i for i, t in enumerate(self.tables)}
+        return tuple((t, c) for t in self.tables for c in t.reference_columns if pos[c.references.table] >= pos[t.name])
 
     def table(self, name: str) -> Table:
         for t in self.tables:
@@ -217,7 +252,7 @@ def parse_model(raw: Any, source: str = "<model>") -> StandardModel:
     """Validate a model already parsed from YAML/JSON (a dict) and build the StandardModel."""
     if not isinstance(raw, dict):
         raise ModelError("the model must be a mapping with `version` and `tables`", source)
-    unknown = set(raw) - {"version", "tables", "description"}
+    unknown = set(raw) - {"version", "tables", "description", "foreign_keys", "reports"}
     if unknown:
         raise ModelError(f"unknown top-level key(s) {sorted(unknown)}", source)
     version = raw.get("version")
@@ -237,8 +272,26 @@ def parse_model(raw: Any, source: str = "<model>") -> StandardModel:
         tables.append(t)
     _check_references(tables, source)
     ordered = _check_workload(_dependency_order(tables, source), source)
+    fks = raw.get("foreign_keys", False)
+    if not isinstance(fks, bool):
+        raise ModelError(f"`foreign_keys` must be true or false, got {fks!r}", source)
     return StandardModel(version=str(version), tables=tuple(ordered), source=source,
-                         description=str(raw.get("description") or ""))
+                         description=str(raw.get("description") or ""), foreign_keys=fks,
+                         reports_dir=_reports_dir(raw, source))
+
+
+def _reports_dir(raw: Mapping[str, Any], source: str) -> Path | None:
+    """The model's report SQL folder (`reports: <folder>`, relative to the model file)."""
+    value = raw.get("reports")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ModelError(f"`reports` must be a folder of report .sql files, got {value!r}", source)
+    base = Path(source).parent if not source.startswith("<") else Path.cwd()
+    folder = (base / value).resolve()
+    if not folder.is_dir():
+        raise ModelError(f"`reports` folder {str(folder)!r} does not exist", source)
+    return folder
 
 
 def _ident(name: Any, what: str, source: str, table: str | None = None, column: str | None = None) -> str:
@@ -284,8 +337,49 @@ def _parse_table(rt: Any, index: int, source: str) -> Table:
     if len(auto) > 1 or (auto and (not auto[0].primary_key or not auto[0].type.is_integer or len(pk) > 1)):
         raise ModelError("auto_increment is allowed on one integer column that is the whole primary key",
                          source, name, auto[0].name)
-    return Table(name=name, columns=tuple(columns), primary_key=pk, options=_parse_options(rt.get("options"), name, source),
-                 workload=_parse_workload(rt.get("workload"), name, source), description=str(rt.get("description") or ""))
+    table = Table(name=name, columns=tuple(columns), primary_key=pk,
+                  options=_parse_options(rt.get("options"), name, source),
+                  workload=_parse_workload(rt.get("workload"), name, source),
+                  description=str(rt.get("description") or ""))
+    table = replace(table, indexes=_parse_indexes(rt.get("indexes"), table, source))
+    names = [i.name.lower() for i in table.all_indexes]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ModelError(f"duplicate index name(s) {dupes}", source, name)
+    return table
+
+
+def _parse_indexes(raw: Any, table: Table, source: str) -> tuple[Index, ...]:
+    """`indexes: [{columns: [a, b], unique: true, name: ux_a_b}]`: composite unique keys and secondary indexes."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ModelError("`indexes` must be a list of {columns: [...], unique: bool, name: ...}", source, table.name)
+    out = []
+    for i, ri in enumerate(raw):
+        if not isinstance(ri, dict):
+            raise ModelError(f"indexes[{i}] must be a mapping", source, table.name)
+        unknown = set(ri) - _INDEX_KEYS
+        if unknown:
+            raise ModelError(f"indexes[{i}]: unknown key(s) {sorted(unknown)}", source, table.name)
+        cols = ri.get("columns")
+        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
+            raise ModelError(f"indexes[{i}].columns must be a non-empty list of column names", source, table.name)
+        if len({c.lower() for c in cols}) != len(cols):
+            raise ModelError(f"indexes[{i}] lists a column twice: {cols}", source, table.name)
+        for c in cols:
+            if c not in table.column_names:
+                raise ModelError(f"indexes[{i}] names unknown column {c!r}", source, table.name)
+            if not table.column(c).type.indexable:
+                raise ModelError(f"indexes[{i}]: {table.column(c).type.sql()} cannot be in an index", source,
+                                 table.name, c)
+        unique = _bool(ri.get("unique", False), f"indexes[{i}].unique", source, table.name)
+        name = ri.get("name") or (("ux_" if unique else "ix_") + "_".join(cols))[:64]
+        _ident(name, "index", source, table.name)
+        if tuple(cols) == table.primary_key:
+            raise ModelError(f"indexes[{i}] repeats the primary key", source, table.name)
+        out.append(Index(name, tuple(cols), unique))
+    return tuple(out)
 
 
 def _parse_column(rc: Any, ordinal: int, table: str, source: str) -> Column:
@@ -298,17 +392,21 @@ def _parse_column(rc: Any, ordinal: int, table: str, source: str) -> Column:
     if "type" not in rc:
         raise ModelError("missing `type`", source, table, name)
     try:
-        spec = parse_type(rc["type"])
+        spec, collation = parse_column_type(rc["type"])
+        if rc.get("collation") is not None:
+            if not isinstance(rc["collation"], str):
+                raise TypeParseError(f"`collation` must be a name, got {rc['collation']!r}")
+            if collation is not None and collation != rc["collation"].lower():
+                raise TypeParseError(f"type says collation {collation}, `collation` says {rc['collation']}")
+            collation = rc["collation"].lower()
+            check_collation(spec, collation)
     except TypeParseError as e:
         raise ModelError(str(e), source, table, name) from None
     pk = _bool(rc.get("primary_key", False), "primary_key", source, table, name)
     nullable = _bool(rc.get("nullable", not pk), "nullable", source, table, name)
     if pk and nullable:
         raise ModelError("a primary-key column cannot be nullable", source, table, name)
-    # BLOB/TEXT/JSON columns cannot be indexed without a prefix length, which the model does not express.
-    unindexable = spec.base in ("json", "tinytext", "text", "mediumtext", "longtext") or (
-        spec.is_binary and spec.base not in ("binary", "varbinary"))
-    if unindexable and (pk or rc.get("unique")):
+    if not spec.indexable and (pk or rc.get("unique")):
         raise ModelError(f"{spec.sql()} cannot be a primary or unique key", source, table, name)
 
     ref = None
@@ -337,12 +435,16 @@ def _parse_column(rc: Any, ordinal: int, table: str, source: str) -> Column:
     has_default = "default" in rc
     default = rc.get("default")
     if has_default:
-        _check_default(default, spec, nullable, table, name, source)
+        default = _check_default(default, spec, nullable, table, name, source)
+    on_update = rc.get("on_update")
+    if on_update is not None:
+        on_update = _check_current_timestamp(on_update, spec, "on_update", table, name, source)
     return Column(name=name, data_type=str(rc["type"]).strip(), type=spec, nullable=nullable, primary_key=pk,
                   ordinal=ordinal, default=default, has_default=has_default, references=ref, generate=gen,
                   generate_args=gen_args, role=role,
                   auto_increment=_bool(rc.get("auto_increment", False), "auto_increment", source, table, name),
-                  unique=_bool(rc.get("unique", False), "unique", source, table, name))
+                  unique=_bool(rc.get("unique", False), "unique", source, table, name),
+                  on_update=on_update, collation=collation)
 
 
 def _parse_generate(g: Any, table: str, column: str, source: str) -> tuple[str | None, dict[str, Any]]:
@@ -369,21 +471,117 @@ def _parse_generate(g: Any, table: str, column: str, source: str) -> tuple[str |
     return kind, args
 
 
-def _check_default(value: Any, spec: TypeSpec, nullable: bool, table: str, column: str, source: str) -> None:
+def _check_current_timestamp(value: Any, spec: TypeSpec, key: str, table: str, column: str, source: str) -> str:
+    """CURRENT_TIMESTAMP[(n)] on a DATETIME/TIMESTAMP column, normalized to the precision the server applies."""
+    m = _CURRENT_TS_RE.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise ModelError(f"`{key}` must be CURRENT_TIMESTAMP or CURRENT_TIMESTAMP(n), got {value!r}",
+                         source, table, column)
+    if spec.base not in ("datetime", "timestamp"):
+        raise ModelError(f"{key} CURRENT_TIMESTAMP needs a DATETIME/TIMESTAMP column, not {spec.sql()}",
+                         source, table, column)
+    fsp = spec.fsp or 0
+    given = int(m.group(1)[1:-1]) if m.group(1) else None
+    if key == "on_update":  # MariaDB refuses ON UPDATE with less precision than the column (error 1294)
+        if given is not None and given < fsp:
+            raise ModelError(f"on_update CURRENT_TIMESTAMP({given}) has less precision than {spec.sql()}; "
+                             f"write CURRENT_TIMESTAMP({fsp})", source, table, column)
+        given = fsp
+    n = fsp if given is None else min(given, fsp)
+    return f"CURRENT_TIMESTAMP({n})" if n else "CURRENT_TIMESTAMP"
+
+
+_TIME_RE = re.compile(r"^-?\d{1,3}:\d{2}:\d{2}(\.\d{1,6})?$")
+_TEMPORAL_RANGES = {"datetime": (datetime(1000, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999)),
+                    "timestamp": (datetime(1970, 1, 1, 0, 0, 1), datetime(2038, 1, 19, 3, 14, 7, 999999))}
+
+
+def _check_default(value: Any, spec: TypeSpec, nullable: bool, table: str, column: str, source: str) -> Any:
+    """Validate a `default` against the column's type; returns it normalized (YAML dates become ISO text)."""
     if value is None or value == "NULL":
         if not nullable:
             raise ModelError("DEFAULT NULL on a NOT NULL column", source, table, column)
-        return
+        return value
     if isinstance(value, str) and _CURRENT_TS_RE.match(value):
-        if spec.base not in ("datetime", "timestamp"):
-            raise ModelError("CURRENT_TIMESTAMP default needs a DATETIME/TIMESTAMP column", source, table, column)
-        return
+        return _check_current_timestamp(value, spec, "default", table, column, source)
+    if isinstance(value, datetime):  # YAML reads an unquoted 2024-01-02 10:00:00 as a datetime
+        value = value.isoformat(sep=" ")
+    elif isinstance(value, date):
+        value = value.isoformat()
     if not isinstance(value, (str, int, float, bool)):
         raise ModelError(f"default must be a scalar, got {value!r}", source, table, column)
-    if spec.base in ("enum",) and str(value) not in spec.values:
-        raise ModelError(f"default {value!r} is not one of {list(spec.values)}", source, table, column)
-    if spec.base in ("json", "tinytext", "text", "mediumtext", "longtext") or spec.is_binary:
+    if spec.base in ("json", "tinytext", "text", "mediumtext", "longtext") or spec.is_binary or spec.is_geometry:
         raise ModelError(f"{spec.sql()} columns cannot have a literal default here", source, table, column)
+    problem = _default_problem(value, spec)
+    if problem:
+        raise ModelError(f"default {value!r} is not a valid {spec.sql()}: {problem}", source, table, column)
+    return value
+
+
+def _default_problem(value: str | int | float | bool, spec: TypeSpec) -> str | None:  # noqa: C901 - per type
+    """Why a literal default does not fit its type (None: it fits). MariaDB's own check, spelled out."""
+    b, text = spec.base, str(value)
+    if isinstance(value, bool) and not (spec.is_boolean or (b == "bit" and spec.length == 1)):
+        return "true/false is only a default of BOOLEAN (TINYINT(1)) or BIT(1)"
+    if spec.is_integer or b in ("year", "bit"):
+        if isinstance(value, float) or not re.fullmatch(r"-?\d+", text if not isinstance(value, bool) else "1"):
+            return "not an integer"
+        n = int(value)
+        lo, hi = spec.integer_range() if spec.is_integer else (
+            (0, 2 ** (spec.length or 1) - 1) if b == "bit" else (1901, 2155))
+        if b == "year" and n == 0:
+            return None
+        return None if lo <= n <= hi else f"out of range {lo}..{hi}"
+    if b in ("decimal", "float", "double"):
+        try:
+            d = Decimal(text)
+        except InvalidOperation:
+            return "not a number"
+        if not d.is_finite():
+            return "not a finite number"
+        if b == "decimal":
+            assert spec.precision is not None and spec.scale is not None
+            digits = d.as_tuple()
+            frac = max(0, -int(digits.exponent))
+            whole = len(digits.digits) - frac if len(digits.digits) > frac else 0
+            if frac > spec.scale:
+                return f"more than {spec.scale} decimal places"
+            if whole > spec.precision - spec.scale or (spec.unsigned and d < 0):
+                return "out of range"
+        elif spec.unsigned and d < 0:
+            return "negative value for UNSIGNED"
+        return None
+    if b == "date":
+        try:
+            date.fromisoformat(text)
+        except ValueError:
+            return "not a date YYYY-MM-DD"
+        return None
+    if b in ("datetime", "timestamp"):
+        try:
+            ts = datetime.fromisoformat(text)
+        except ValueError:
+            return "not a date-time YYYY-MM-DD HH:MM:SS[.ffffff]"
+        lo, hi = _TEMPORAL_RANGES[b]
+        return None if lo <= ts <= hi else f"outside {lo:%Y-%m-%d}..{hi:%Y-%m-%d}"
+    if b == "time":
+        return None if _TIME_RE.fullmatch(text) else "not a time [-]HH:MM:SS[.ffffff]"
+    if b == "enum":
+        return None if text in spec.values else f"not one of {list(spec.values)}"
+    if b == "set":
+        bad = [v for v in text.split(",") if v and v not in spec.values]
+        return f"{bad} not among {list(spec.values)}" if bad else None
+    if b == "uuid":
+        import uuid
+
+        try:
+            uuid.UUID(text)
+        except ValueError:
+            return "not a UUID"
+        return None
+    if spec.max_length is not None and len(text) > spec.max_length:
+        return f"longer than {spec.max_length} characters"
+    return None
 
 
 def _parse_options(raw: Any, table: str, source: str) -> TableOptions:
@@ -444,17 +642,26 @@ def _check_references(tables: list[Table], source: str) -> None:
 
 
 def _dependency_order(tables: list[Table], source: str) -> list[Table]:
-    """Parents before children (stable: file order among independent tables); cycles are errors."""
+    """Parents before children (stable: file order among independent tables).
+
+    A cycle through a nullable reference (store.manager_id <-> staff.store_id, or a table referencing itself)
+    is broken there: that column becomes a back-reference (`StandardModel.back_references`), filled after the
+    inserts. A cycle of NOT NULL references cannot be inserted at all: an error naming the cycle.
+    """
     deps = {t.name: {c.references.table for c in t.reference_columns} for t in tables}
+    strict = {t.name: {c.references.table for c in t.reference_columns if not c.nullable} for t in tables}
     ordered: list[Table] = []
     done: set[str] = set()
     remaining = list(tables)
     while remaining:
-        ready = next((t for t in remaining if deps[t.name] <= done), None)
+        ready = (next((t for t in remaining if deps[t.name] <= done), None)
+                 or next((t for t in remaining if strict[t.name] <= done), None))
         if ready is None:
-            cyc = _find_cycle(deps, {t.name for t in remaining})
-            col = next(c.name for c in _table(tables, cyc[0]).reference_columns if c.references.table == cyc[1])
-            raise ModelError(f"reference cycle {' -> '.join(cyc)}", source, cyc[0], col)
+            cyc = _find_cycle(strict, {t.name for t in remaining})
+            col = next(c.name for c in _table(tables, cyc[0]).reference_columns
+                       if c.references.table == cyc[1] and not c.nullable)
+            raise ModelError(f"reference cycle {' -> '.join(cyc)} through NOT NULL columns (make one of them "
+                             f"nullable: it is then filled after the inserts)", source, cyc[0], col)
         ordered.append(ready)
         done.add(ready.name)
         remaining.remove(ready)

@@ -19,13 +19,20 @@ INTEGER_BASES = ("tinyint", "smallint", "mediumint", "int", "bigint")
 TEXT_BASES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext")
 BINARY_BASES = ("binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob")
 TEMPORAL_BASES = ("date", "datetime", "timestamp", "time", "year")
+GEOMETRY_BASES = ("geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
+                  "geometrycollection")
 SUPPORTED_BASES = frozenset(
-    INTEGER_BASES + TEXT_BASES + BINARY_BASES + TEMPORAL_BASES
+    INTEGER_BASES + TEXT_BASES + BINARY_BASES + TEMPORAL_BASES + GEOMETRY_BASES
     + ("decimal", "float", "double", "bit", "enum", "set", "json", "uuid")
 )
+# Types a collation applies to (the table's character set is utf8mb4).
+COLLATABLE_BASES = frozenset(TEXT_BASES + ("enum", "set"))
+COLLATION_RE = re.compile(r"^utf8mb4_[a-z0-9_]{1,56}$")
+# Debezium's io.debezium.data.geometry.Geometry: the WKB without MariaDB's 4-byte SRID prefix, and the SRID.
+GEOMETRY_ARROW = pa.struct([pa.field("wkb", pa.binary()), pa.field("srid", pa.int32())])
 _ALIASES = {"integer": "int", "int4": "int", "int8": "bigint", "dec": "decimal", "numeric": "decimal",
             "fixed": "decimal", "real": "double", "double precision": "double", "bool": "tinyint",
-            "boolean": "tinyint"}
+            "boolean": "tinyint", "geomcollection": "geometrycollection"}
 # Maximum byte/char lengths of the sized text/blob types (used by the generator to stay in range).
 _MAX_LEN = {"tinytext": 255, "text": 65_535, "mediumtext": 16_777_215, "longtext": 4_294_967_295,
             "tinyblob": 255, "blob": 65_535, "mediumblob": 16_777_215, "longblob": 4_294_967_295}
@@ -68,6 +75,16 @@ class TypeSpec:
     @property
     def is_binary(self) -> bool:
         return self.base in BINARY_BASES
+
+    @property
+    def indexable(self) -> bool:
+        """BLOB/TEXT/JSON/geometry columns cannot be in a key without a prefix length (the model has none)."""
+        return not (self.base in ("json", "tinytext", "text", "mediumtext", "longtext") or self.is_geometry
+                    or (self.is_binary and self.base not in ("binary", "varbinary")))
+
+    @property
+    def is_geometry(self) -> bool:
+        return self.base in GEOMETRY_BASES
 
     @property
     def is_temporal(self) -> bool:
@@ -249,11 +266,39 @@ def parse_type(text: str) -> TypeSpec:
     return TypeSpec(base=base)
 
 
+_COLLATION_SUFFIX_RE = re.compile(r"^(?P<type>.*?)\s+(?:(?P<binary>binary)|collate\s+(?P<collation>\S+))\s*$",
+                                  re.IGNORECASE | re.DOTALL)
+
+
+def parse_column_type(text: str) -> tuple[TypeSpec, str | None]:
+    """A model column type with an optional collation suffix: `VARCHAR(32) BINARY` (= COLLATE utf8mb4_bin) or
+    `VARCHAR(32) COLLATE utf8mb4_bin`. Returns the type and the collation (None: the table's default)."""
+    if not isinstance(text, str):
+        return parse_type(text), None
+    m = _COLLATION_SUFFIX_RE.match(text)
+    # `BINARY` alone (or `BINARY(16)`) is the binary string type, not a modifier.
+    if m is None or not m.group("type").strip():
+        return parse_type(text), None
+    spec = parse_type(m.group("type"))
+    collation = "utf8mb4_bin" if m.group("binary") else m.group("collation").lower()
+    check_collation(spec, collation)
+    return spec, collation
+
+
+def check_collation(spec: TypeSpec, collation: str) -> None:
+    if spec.base not in COLLATABLE_BASES:
+        raise TypeParseError(f"{spec.sql()} has no collation (only CHAR, VARCHAR, TEXT types, ENUM and SET do)")
+    if not COLLATION_RE.fullmatch(collation):
+        raise TypeParseError(f"collation {collation!r} is not a utf8mb4 collation (e.g. utf8mb4_bin, "
+                             f"utf8mb4_unicode_ci): tables are created with CHARACTER SET utf8mb4")
+
+
 def arrow_type(spec: TypeSpec) -> pa.DataType:
     """The Arrow (and so Delta) type of a column. Delta has no unsigned or TIME types, hence the widenings.
 
     TINYINT(1) -> bool (MariaDB's BOOLEAN; the model uses it for flags only); other TINYINT -> int8.
     Unsigned integers widen to the next signed type; BIGINT UNSIGNED -> decimal128(20,0).
+    GEOMETRY types -> struct<wkb: binary, srid: int32> (Debezium's Geometry; `model.geometry.wkt` renders WKT).
     DATETIME -> timestamp[us] (naive); TIMESTAMP -> timestamp[us, UTC] (MariaDB stores it as UTC epoch).
     TIME -> int64 microseconds (Debezium's MicroTime); YEAR -> int16; BIT -> string of '0'/'1' as the binlog
     library delivers it; DECIMAL wider than 38 digits -> string (Delta's decimal maximum is 38).
@@ -286,6 +331,8 @@ def arrow_type(spec: TypeSpec) -> pa.DataType:
         return pa.int16()
     if spec.is_binary:
         return pa.binary()
+    if spec.is_geometry:
+        return GEOMETRY_ARROW
     if spec.is_text or b == "bit":
         return pa.string()
     raise TypeParseError(f"no Arrow mapping for {spec.sql()}")  # unreachable for SUPPORTED_BASES

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dw_assets.identifiers import validate_client_name
-from dw_assets.model import StandardModel, load_model
+from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
 from . import registry
@@ -100,7 +100,7 @@ def onboard_client(settings: Settings, client: str, production_db: str | None = 
     """
     validate_client_name(client)
     observer = observer or SilentObserver()
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     started = time.perf_counter()
     result = OnboardingResult(client)
     total = len(STEPS)

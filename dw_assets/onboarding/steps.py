@@ -5,12 +5,9 @@ validate -> register -> topics -> partition -> tables -> snapshot -> land -> app
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from dw_assets.landing.client_lock import LandingBusy
-from dw_assets.landing.writer import land_client
 from dw_assets.lakehouse.apply import apply_client
 from dw_assets.lakehouse.tables import ensure_client_tables
 from dw_assets.model import StandardModel
@@ -57,6 +54,10 @@ class Step:
 
 
 def validate(ctx: OnboardingContext) -> Detail:
+    from dw_assets.reports.catalog import load_reports
+
+    # Report SQL that does not fit the model fails here (naming file and table), before anything is registered.
+    load_reports(ctx.model)
     report = validate_onboarding(ctx.settings, ctx.client, ctx.production_db, ctx.staging_db, ctx.model)
     ctx.validation = report
     warnings = [f"{where}: {d.kind} {d.table}{'.' + d.column if d.column else ''}" for where, d in report.warnings]
@@ -118,17 +119,14 @@ def snapshot(ctx: OnboardingContext) -> Detail:
 
 
 def land(ctx: OnboardingContext) -> Detail:
+    from dw_assets.ingest import land_or_await
+
     policy = get_options(ctx.settings, ctx.client).flush_policy()
-    deadline = time.monotonic() + ctx.landing_busy_timeout_s
-    while True:
-        try:
-            report = land_client(ctx.settings, ctx.client, database=ctx.database, policy=policy)
-            break
-        except LandingBusy:
-            # Active clients are landed by the landing sensor too; its run covers our snapshot or ends soon.
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+    # Active clients are landed by the ingest service or a sensor run too: then wait until they landed it all.
+    report = land_or_await(ctx.settings, ctx.client, ctx.database, policy=policy,
+                           timeout_s=ctx.landing_busy_timeout_s)
+    if report is None:
+        return {"summary": "landed by the running ingest service or landing run", "landed_by_other": True}
     if not report.complete:
         raise RuntimeError(f"landing of {ctx.client} stopped before the end offsets: {report.summary()}")
     return {"summary": f"{report.records} record(s) in {len(report.files)} file(s)", **report.summary()}
@@ -148,6 +146,11 @@ def reports(ctx: OnboardingContext) -> Detail:
         from dw_assets.reports.build import build_client_reports
     except ImportError as e:  # the reports stage is optional for onboarding: say so, do not fail
         return {"summary": f"skipped: reports stage not available ({e})", "skipped": True}
+    from dw_assets.reports.build import no_reports_reason
+
+    why = no_reports_reason(ctx.model)
+    if why:  # a model without reports: nothing to build, and onboarding goes on to activate
+        return {"summary": f"skipped: {why}", "skipped": True}
     results, pages = build_client_reports(ctx.settings, ctx.client, model=ctx.model)
     assets: dict[tuple[str, ...], dict[str, Any]] = {
         ("gold", r.name): {"dagster/row_count": r.table.num_rows, "gold_table": r.url, "source": ctx.run_by}

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from dw_assets.model import StandardModel, load_model
+from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
+from .catalog import load_reports
 from .engine import NoSilverData
 from .gold import GoldResult, build_client_gold, build_portfolio_gold
 from .render import write_index, write_scope_reports
@@ -26,6 +27,16 @@ class BuildSummary:
     pages: list[Path] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # scope -> why
     index: Path | None = None
+    no_reports: str | None = None  # set when the model has no reports: why nothing was built
+
+
+def no_reports_reason(model: StandardModel) -> str | None:
+    """Why `model` has no reports (None: it has some). Loading them validates the SQL against the model."""
+    if load_reports(model):
+        return None
+    if model.reports_dir is None:
+        return f"model {model.version} ({model.source}) names no report folder (`reports:`)"
+    return f"the report folder {model.reports_dir} of model {model.version} holds no .sql file"
 
 
 def build_client_reports(settings: Settings, client: str, reports: Iterable[str] | None = None,
@@ -43,9 +54,11 @@ def build_portfolio_reports(settings: Settings, clients: Sequence[str], reports:
 def build_reports(settings: Settings, clients: Sequence[str], portfolio: bool = True,
                   reports: Iterable[str] | None = None, model: StandardModel | None = None) -> BuildSummary:
     """Every client's reports, then (optionally) the portfolio over the clients that had data, then the index."""
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     wanted = list(reports) if reports is not None else None
-    summary = BuildSummary()
+    summary = BuildSummary(no_reports=no_reports_reason(model))
+    if summary.no_reports:
+        return summary
     for client in clients:
         try:
             results, pages = build_client_reports(settings, client, wanted, model)

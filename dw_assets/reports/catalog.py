@@ -1,4 +1,5 @@
-"""The report catalogue: one `sql/<report>.sql` file per report, with a YAML front matter block on top.
+"""The report catalogue: one `<report>.sql` file per report in the folder the model names (`reports:` in the
+model file, or DW_REPORTS_SQL_DIR), with a YAML front matter block on top. A model without one has no reports.
 
 The front matter (`/*--- ... ---*/`) carries the title, description and chart; the silver tables a report reads
 are parsed from the SQL itself (DuckDB's parser), so lineage can never drift from the query.
@@ -17,7 +18,6 @@ import yaml
 
 from dw_assets.model import StandardModel, load_model
 
-SQL_DIR = Path(__file__).with_name("sql")
 _FRONT_MATTER_RE = re.compile(r"\A\s*/\*---\s*\n(?P<yaml>.*?)\n---\*/\s*\n(?P<sql>.*)\Z", re.DOTALL)
 _REPORT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -95,7 +95,8 @@ def parse_report(path: Path, model: StandardModel) -> ReportSpec:
     not_in_model = used - set(model.table_names)
     if not_in_model:
         # The engine registers exactly the model's tables; anything else would fail at run time, so fail early.
-        raise ReportDefinitionError(f"{path}: reads table(s) not in model {model.version}: {sorted(not_in_model)}")
+        raise ReportDefinitionError(f"{path}: reads table(s) {', '.join(sorted(not_in_model))} not in model "
+                                    f"{model.version} ({model.source or 'in memory'})")
     if not used:
         raise ReportDefinitionError(f"{path}: reads no model table")
     return ReportSpec(name=name, title=str(meta.get("title") or name.replace("_", " ").capitalize()),
@@ -110,12 +111,18 @@ def _load(sql_dir: Path, model: StandardModel) -> tuple[ReportSpec, ...]:
 
 
 def load_reports(model: StandardModel | None = None, sql_dir: Path | None = None) -> tuple[ReportSpec, ...]:
-    """Every report in `sql_dir` (default: the shipped `sql/`), sorted by name."""
-    return _load((sql_dir or SQL_DIR).resolve(), model or load_model())
+    """Every report of `model` (default: the shipped one) in `sql_dir` (default: the model's report folder), sorted
+    by name, each validated against the model; () for a model without reports."""
+    model = model or load_model()
+    folder = sql_dir or model.reports_dir
+    if folder is None:
+        return ()
+    return _load(Path(folder).resolve(), model)
 
 
 def report(name: str, model: StandardModel | None = None) -> ReportSpec:
     for r in load_reports(model):
         if r.name == name:
             return r
-    raise KeyError(f"no report named {name!r} (have: {', '.join(r.name for r in load_reports(model))})")
+    have = ", ".join(r.name for r in load_reports(model)) or "none: the model has no reports"
+    raise KeyError(f"no report named {name!r} (have: {have})")

@@ -37,8 +37,15 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
 
     from .build import build_reports
 
+    from .build import no_reports_reason
+
+    model = settings.standard_model()
+    why = no_reports_reason(model)
+    if why:
+        console.print(f"no reports to build: {why}")
+        return 0
     try:
-        select_reports(args.reports)
+        select_reports(args.reports, model)
     except KeyError as e:
         raise CommandError(str(e.args[0])) from None
     if args.clients:
@@ -49,7 +56,7 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
         clients = [c.name for c in list_clients(settings, status=args.status)]
         if not clients:
             raise CommandError(f"no clients with status {args.status!r} in the registry (use --client NAME)")
-    summary = build_reports(settings, clients, portfolio=not args.no_portfolio, reports=args.reports)
+    summary = build_reports(settings, clients, portfolio=not args.no_portfolio, reports=args.reports, model=model)
     out = Table("scope", "report", "rows", "newest source change lag", "seconds")
     for scope, results in summary.results.items():
         for r in results:

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from dw_assets.identifiers import validate_client_name
 from dw_assets.lakehouse.changes import duck_type, qi
-from dw_assets.model import StandardModel, Table, load_model
+from dw_assets.model import StandardModel, Table
 from dw_assets.model.types import arrow_type
 from dw_assets.settings import Settings
 
@@ -84,7 +84,7 @@ class ReportEngine:
 
     def __init__(self, settings: Settings, scope: Scope, model: StandardModel | None = None,
                  source_ts_column: str = DEFAULT_SOURCE_TS_COLUMN, threads: int | None = None):
-        self.settings, self.scope, self.model = settings, scope, model or load_model(settings.model_path)
+        self.settings, self.scope, self.model = settings, scope, model or settings.standard_model()
         self.source_ts_column = source_ts_column
         self.con = duckdb.connect()
         # Report dates come from naive DATETIME columns; pin the session zone so TIMESTAMP (UTC) columns agree.

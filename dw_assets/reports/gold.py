@@ -17,7 +17,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, write_deltalake
 
 from dw_assets.lakehouse.paths import join, open_table, storage_options
-from dw_assets.model import StandardModel, load_model
+from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
 from .catalog import ReportSpec, load_reports, report
@@ -116,7 +116,7 @@ def build_gold(settings: Settings, scope: Scope, reports: Iterable[str] | None =
                model: StandardModel | None = None, source_ts_column: str = DEFAULT_SOURCE_TS_COLUMN,
                threads: int | None = None) -> list[GoldResult]:
     """Compute and write the gold tables of `reports` (default: all) for one scope, sharing one engine."""
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     results = []
     with ReportEngine(settings, scope, model, source_ts_column, threads) as engine:
         for spec in select_reports(reports, model):

@@ -21,7 +21,7 @@ from deltalake import write_deltalake
 
 from dw_assets.lakehouse.paths import storage_options, table_url
 from dw_assets.lakehouse.tables import SOURCE_TS
-from dw_assets.model import Column, StandardModel, Table, load_model
+from dw_assets.model import Column, StandardModel, Table
 from dw_assets.model.types import arrow_type
 from dw_assets.settings import Settings
 from dw_assets.workload.generator import root_row_counts
@@ -174,7 +174,7 @@ def write_synthetic_lake(settings: Settings, clients: Sequence[str], fact_rows: 
 
     A marker file records what was written: a second call with the same parameters reuses the lake.
     """
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     wanted = [t for t in model.tables if t.name in set(tables)]
     # Parents of wanted tables are generated too (keys and child counts derive from them) but not written.
     needed = {t.name for t in wanted}

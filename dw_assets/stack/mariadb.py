@@ -11,10 +11,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import pymysql
+from typing import TYPE_CHECKING
 
 from .process import ServiceError, pid_alive, port_in_use, spawn, stop_pid, tail, wait_until
+
+if TYPE_CHECKING:  # imported where a connection is made: `dw stack status` of a stopped stack needs none
+    import pymysql
 
 INSTALL_HINT = "MariaDB's server binaries are missing: install them (Debian/Ubuntu: apt-get install -y mariadb-server)"
 
@@ -131,10 +133,14 @@ class MariaDBInstance:
 
     def root_connect(self, database: str | None = None) -> pymysql.Connection:
         # Root authenticates by the unix socket only; TCP clients use the generated users.
+        import pymysql
+
         return pymysql.connect(unix_socket=str(self.socket), user="root", password="", database=database,
                                autocommit=True, charset="utf8mb4", connect_timeout=3)
 
     def ping_root(self) -> bool:
+        import pymysql
+
         try:
             conn = self.root_connect()
         except pymysql.err.OperationalError:

@@ -10,9 +10,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
-from botocore.exceptions import ClientError
-
 from .process import ServiceError, pid_alive, port_in_use, spawn, stop_pid, tail, wait_until
 
 LOCAL_KEY = "dw-local"  # moto accepts any credentials; fixed ones keep the state file stable
@@ -57,6 +54,9 @@ class MotoServer:
 
 
 def ensure_bucket(bucket: str, **boto3_kwargs) -> None:
+    import boto3  # only here: `dw stack status` must not pay boto3's import (~0.5 s)
+    from botocore.exceptions import ClientError
+
     s3 = boto3.client("s3", **boto3_kwargs)
     try:
         s3.head_bucket(Bucket=bucket)

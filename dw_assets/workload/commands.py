@@ -8,7 +8,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dw_assets.cli import CommandError
-from dw_assets.model import load_model
 from dw_assets.settings import Settings
 
 from .generator import GeneratorError, client_names, seed_clients
@@ -37,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     try:
         names = client_names(args.clients)  # validated before anything connects to the database
-        model = load_model(settings.model_path)
+        model = settings.standard_model()
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} rows"),
                       TimeElapsedColumn(), console=Console(stderr=True)) as bar:
             task = bar.add_task("seeding", total=len(names) * args.rows_per_client)

@@ -9,19 +9,21 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pymysql
 
 from dw_assets import db
 from dw_assets.identifiers import quote_ident, quote_qualified, staging_db_for, validate_client_name
-from dw_assets.model import Column, StandardModel, Table, load_model
+from dw_assets.model import Column, StandardModel, Table
 from dw_assets.model.ddl import create_client_databases, database_exists
 from dw_assets.settings import Settings
 
 from .values import DEFAULT_P_NULL, SEED_EPOCH, RowContext, ValueFn, value_fn
 
 INSERT_BATCH_ROWS = 1000  # rows per executemany call (pymysql folds them into multi-row INSERTs)
+# Tries for a primary key not yet taken: a key made of references (a junction table) is drawn, not counted.
+KEY_ATTEMPTS = 25
 
 
 class GeneratorError(ValueError):
@@ -121,9 +123,25 @@ class RowFactory:
     def __init__(self, model: StandardModel, pools: dict[str, TablePool], now: Callable[[], datetime]):
         self.model, self.pools, self.now = model, pools, now
         self.plans = {t.name: TablePlan.of(t) for t in model.tables}
+        # References into a later table of a cycle: that table's rows of the same transaction are inserted
+        # after this one, so the value is NULL here and `fill_back_references` sets it (when seeding).
+        self.deferred = {(t.name, c.name) for t, c in model.back_references if c.references.table != t.name}
 
-    def new_row(self, rng: random.Random, table: Table, parent_key: Any = None) -> tuple:
-        """One new row (values in column order) of `table`; `parent_key` is required for child tables."""
+    def new_row(self, rng: random.Random, table: Table, parent_key: Any = None) -> tuple | None:
+        """One new row (values in column order) of `table` whose primary key no known row has; `parent_key` is
+        required for child tables. None when KEY_ATTEMPTS draws found no free key (the combinations of a
+        junction table's references are used up for this parent)."""
+        pool = self.pools[table.name]
+        for _ in range(KEY_ATTEMPTS):
+            row = self._draw_row(rng, table, parent_key)
+            key = tuple(row[k] for k in table.primary_key)
+            if key not in pool.pos:
+                plan = self.plans[table.name]
+                pool.add(key, parent_key, row[plan.line_col] if plan.line_col else None)
+                return tuple(row[c.name] for c in table.columns)
+        return None
+
+    def _draw_row(self, rng: random.Random, table: Table, parent_key: Any) -> dict[str, Any]:
         plan, pool = self.plans[table.name], self.pools[table.name]
         if plan.seq_col:
             serial = pool.next_seq
@@ -147,11 +165,11 @@ class RowFactory:
             else:
                 v = plan.value_fns[c.name](rng, ctx)
             ctx.row[c.name] = v
-        key = tuple(ctx.row[k] for k in table.primary_key)
-        pool.add(key, parent_key, line)
-        return tuple(ctx.row[c.name] for c in table.columns)
+        return ctx.row
 
     def _reference(self, rng: random.Random, table: Table, c: Column, parent_key: Any) -> Any:
+        if (table.name, c.name) in self.deferred:
+            return None
         target = self.pools[c.references.table]
         if c.nullable and rng.random() < float(c.generate_args.get("p_null", DEFAULT_P_NULL)):
             return None
@@ -173,6 +191,8 @@ class RowFactory:
     def new_tree(self, rng: random.Random, table: Table, parent_key: Any, out: dict[str, list[tuple]]) -> None:
         """A new row of `table` plus its children (rows_per_parent of each child table), recursively."""
         row = self.new_row(rng, table, parent_key)
+        if row is None:
+            return
         out.setdefault(table.name, []).append(row)
         children = self.model.children(table.name)
         if not children:
@@ -215,7 +235,65 @@ def generate_client_rows(model: StandardModel, rows: int, rng: random.Random,
             lo, hi = t.workload.rows_per_parent
             parents = [k[0] for k in list(pools[t.parent].keys)]
             out = [factory.new_row(rng, t, p) for p in parents for _ in range(rng.randint(lo, hi))]
-        yield t, out
+        yield t, [r for r in out if r is not None]
+
+
+# ---- second pass: back-references (nullable references in a cycle, or to the row's own table) ---------------
+
+
+def back_reference_updates(model: StandardModel, generated: Mapping[str, Sequence[tuple]], rng: random.Random
+                           ) -> Iterable[tuple[Table, Column, list[tuple]]]:
+    """For each of `model.back_references`: (table, column, [(value, *primary key)]) filling the rows inserted
+    with NULL there (p_null of them stay NULL). Where the referenced table belongs to this one (staff of a
+    store), the value is one of the row's own children: a store's manager works at that store."""
+    for table, col in model.back_references:
+        rows, target = generated.get(table.name, ()), model.table(col.references.table)
+        target_rows = generated.get(target.name, ())
+        if not rows or not target_rows:
+            continue
+        ci, own = table.columns.index(col), table.column_names.index(table.primary_key[0])
+        key_idx = [table.column_names.index(k) for k in table.primary_key]
+        tk = target.column_names.index(target.primary_key[0])
+        owner_col = target.parent_column
+        owned = owner_col is not None and owner_col.references.table == table.name
+        by_owner: dict[Any, list[Any]] = {}
+        if owned:
+            oi = target.columns.index(owner_col)
+            for r in target_rows:
+                by_owner.setdefault(r[oi], []).append(r[tk])
+        p_null = float(col.generate_args.get("p_null", DEFAULT_P_NULL))
+        params = []
+        for r in rows:
+            if r[ci] is not None or rng.random() < p_null:
+                continue
+            if owned:
+                candidates = by_owner.get(r[own])
+                if not candidates:
+                    continue  # no child row to point at: stays NULL
+                value = candidates[rng.randrange(len(candidates))]
+            else:
+                value = target_rows[rng.randrange(len(target_rows))][tk]
+            if target is table and value == r[own]:
+                continue  # not the row itself
+            params.append((value, *(r[i] for i in key_idx)))
+        yield table, col, params
+
+
+def update_sql(database: str, table: Table, column: Column) -> str:
+    where = " AND ".join(f"{quote_ident(k)} = %s" for k in table.primary_key)
+    return f"UPDATE {quote_qualified(database, table.name)} SET {quote_ident(column.name)} = %s WHERE {where}"
+
+
+def fill_back_references(cur: Any, database: str, model: StandardModel, generated: Mapping[str, Sequence[tuple]],
+                         rng: random.Random) -> int:
+    """Run the second pass (UPDATEs after all inserts); returns the rows updated."""
+    n = 0
+    for table, col, params in back_reference_updates(model, generated, rng):
+        sql = update_sql(database, table, col)
+        for start in range(0, len(params), INSERT_BATCH_ROWS):
+            cur.executemany(sql, params[start:start + INSERT_BATCH_ROWS])
+        n += len(params)
+    return n
 
 
 def insert_sql(database: str, table: Table) -> str:
@@ -256,13 +334,11 @@ def seed_clients(settings: Settings, clients: str | int | Sequence[str], rows_pe
     model's schema; production gets about `rows_per_client` rows. `replace` drops existing databases first.
     `progress(client, table, rows)` is called after each inserted batch.
     """
-    from dw_assets.onboarding.registry import register_client  # registry imports nothing from here
-
     names = client_names(clients)
     if rows_per_client < 1:
         raise GeneratorError("rows_per_client must be >= 1")
-    model = model or load_model(settings.model_path)
-    results = []
+    model = model or settings.standard_model()
+    results: list[SeededClient] = []
     with db.connection(settings) as conn:
         if not replace:
             existing = [d for n in names for d in (n, staging_db_for(n)) if database_exists(conn, d)]
@@ -270,22 +346,61 @@ def seed_clients(settings: Settings, clients: str | int | Sequence[str], rows_pe
                 raise GeneratorError(f"database(s) already exist: {', '.join(existing)} (use --replace to recreate)")
         prepare_session(conn)
         for i, name in enumerate(names):
-            prod, staging = create_client_databases(conn, model, name, replace=replace)
-            rng = random.Random(client_seed(seed, i))
-            counts: dict[str, int] = {}
-            conn.autocommit(False)  # one transaction per table batch run: far faster than autocommit
-            with conn.cursor() as cur:
-                for table, rows in generate_client_rows(model, rows_per_client, rng):
-                    sql = insert_sql(prod, table)
-                    for start in range(0, len(rows), INSERT_BATCH_ROWS):
-                        batch = rows[start:start + INSERT_BATCH_ROWS]
-                        cur.executemany(sql, batch)
-                        if progress:
-                            progress(name, table.name, len(batch))
-                    counts[table.name] = len(rows)
-                    conn.commit()
-            conn.autocommit(True)
-            register_client(settings, name, prod, staging, status="seeded", model_version=model.version,
-                            changed_by="dw seed", replace=replace)
-            results.append(SeededClient(name, prod, staging, counts))
+            try:
+                results.append(_seed_one(settings, conn, model, name, client_seed(seed, i), rows_per_client,
+                                         replace, progress))
+            except Exception as e:
+                done = f" ({', '.join(r.name for r in results)} seeded before it)" if results else ""
+                if isinstance(e, (pymysql.MySQLError, GeneratorError)):
+                    raise GeneratorError(f"seeding {name} failed: {e}; nothing of {name} was kept{done}") from e
+                raise
     return results
+
+
+def _seed_one(settings: Settings, conn: pymysql.Connection, model: StandardModel, name: str, seed: int,
+              rows_per_client: int, replace: bool, progress: Callable[[str, str, int], None] | None
+              ) -> SeededClient:
+    """One client, all or nothing: on any failure its databases are dropped again and it is not registered."""
+    from dw_assets.onboarding.registry import register_client  # registry imports nothing from here
+
+    prod, staging = create_client_databases(conn, model, name, replace=replace)
+    table = ""
+    try:
+        rng = random.Random(seed)
+        counts: dict[str, int] = {}
+        generated: dict[str, list[tuple]] = {}
+        conn.autocommit(False)  # one transaction per table batch run: far faster than autocommit
+        with conn.cursor() as cur:
+            for t, rows in generate_client_rows(model, rows_per_client, rng):
+                generated[t.name] = rows
+                table, sql = t.name, insert_sql(prod, t)
+                for start in range(0, len(rows), INSERT_BATCH_ROWS):
+                    batch = rows[start:start + INSERT_BATCH_ROWS]
+                    cur.executemany(sql, batch)
+                    if progress:
+                        progress(name, t.name, len(batch))
+                counts[t.name] = len(rows)
+                conn.commit()
+            table = "(second pass: back-references)"
+            fill_back_references(cur, prod, model, generated, rng)
+            conn.commit()
+        conn.autocommit(True)
+        register_client(settings, name, prod, staging, status="seeded", model_version=model.version,
+                        changed_by="dw seed", replace=replace)
+    except BaseException as e:
+        _drop_half_made(conn, (prod, staging))
+        if table and isinstance(e, pymysql.MySQLError):
+            raise GeneratorError(f"table {table}: {e}") from e
+        raise
+    return SeededClient(name, prod, staging, counts)
+
+
+def _drop_half_made(conn: pymysql.Connection, databases: Sequence[str]) -> None:
+    try:
+        conn.rollback()
+        conn.autocommit(True)
+        with conn.cursor() as cur:
+            for d in databases:
+                cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(d)}")
+    except pymysql.MySQLError:  # the connection itself failed: the caller's error is the one to report
+        pass

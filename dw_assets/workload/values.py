@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from dw_assets.model import Column, ModelError, TypeSpec
+from dw_assets.model import geometry as geo
 
 FIRST = ("Anna", "Ben", "Chloé", "Dmitri", "Elif", "François", "Grace", "Hiro", "Inés", "Jonas", "Kai", "Łukasz",
          "Maya", "Nils", "Olga", "Priya", "Quinn", "Rosa", "Søren", "Tomás", "Uma", "Vera", "Wei", "Zoë", "芳",
@@ -136,6 +137,8 @@ def default_kind(spec: TypeSpec) -> str:
         return "uuid"
     if spec.is_binary:
         return "bytes"
+    if spec.is_geometry:
+        return "geometry"
     if spec.base == "date":
         return "date_past"
     if spec.base in ("datetime", "timestamp", "time"):
@@ -201,9 +204,9 @@ def _kind_fn(kind: str, column: Column, args: dict[str, Any]) -> ValueFn:  # noq
             lo_t, hi_t = 1901, 2155
         if spec.base == "bit":
             lo_t, hi_t = 0, 2 ** (spec.length or 1) - 1
-        lo, hi = max(lo_t, int(args.get("min", max(lo_t, 0)))), min(hi_t, int(args.get("max", min(hi_t, 1000))))
-        if spec.base == "year":
-            lo, hi = max(lo, 1990), min(hi, 2030)
+        # Defaults: 0..1000 within the type's range; YEAR 1990..2030 (a YEAR has no values below 1901).
+        default_lo, default_hi = (1990, 2030) if spec.base == "year" else (max(lo_t, 0), min(hi_t, 1000))
+        lo, hi = max(lo_t, int(args.get("min", default_lo))), min(hi_t, int(args.get("max", default_hi)))
         return lambda rng, ctx: rng.randint(lo, hi)
     if kind == "flag":
         p = float(args.get("p_true", 0.5))
@@ -221,7 +224,46 @@ def _kind_fn(kind: str, column: Column, args: dict[str, Any]) -> ValueFn:  # noq
         return lambda rng, ctx: rng.randbytes(rng.randint(min(lo, hi), hi))
     if kind in ("created_at", "updated_at", "date_past", "date_future", "birth_date"):
         return _time_fn(kind, spec, args)
+    if kind == "geometry":
+        if not spec.is_geometry:
+            raise ModelError(f"generate: geometry needs a spatial column, got {spec.sql()}", None, None, column.name)
+        srid = args.get("srid", 0)
+        if srid != int(srid) or not 0 <= srid < 2**32:
+            raise ModelError(f"generate.srid must be an integer 0..4294967295, got {srid!r}", None, None, column.name)
+        return _geometry_fn(spec.base, int(srid))
     raise ModelError(f"generator kind {kind!r} is handled by the row builder, not as a value", None, None, column.name)
+
+
+def _geometry_fn(base: str, srid: int) -> ValueFn:
+    """Values of a spatial column as MariaDB stores them (SRID + WKB), around European cities in lon/lat."""
+    def xy(rng: random.Random) -> tuple[float, float]:
+        return round(rng.uniform(-10, 30), 6), round(rng.uniform(35, 62), 6)
+
+    def line(rng: random.Random) -> list[tuple[float, float]]:
+        x, y = xy(rng)
+        return [(round(x + i * rng.uniform(0.001, 0.01), 6), round(y + i * rng.uniform(-0.01, 0.01), 6))
+                for i in range(rng.randint(2, 5))]
+
+    def ring(rng: random.Random) -> list[tuple[float, float]]:
+        x, y = xy(rng)
+        d = round(rng.uniform(0.001, 0.05), 6)
+        return [(x, y), (round(x + d, 6), y), (round(x + d, 6), round(y + d, 6)), (x, round(y + d, 6)), (x, y)]
+
+    one = {"point": lambda rng: geo.point_wkb(*xy(rng)), "linestring": lambda rng: geo.linestring_wkb(line(rng)),
+           "polygon": lambda rng: geo.polygon_wkb([ring(rng)])}
+    one["geometry"] = one["point"]
+    parts = {"multipoint": "point", "multilinestring": "linestring", "multipolygon": "polygon"}
+
+    def make(rng: random.Random, ctx: RowContext) -> bytes:
+        if base in one:
+            wkb = one[base](rng)
+        elif base in parts:
+            wkb = geo.multi_wkb(base, [one[parts[base]](rng) for _ in range(rng.randint(1, 3))])
+        else:  # geometrycollection
+            wkb = geo.multi_wkb(base, [one[k](rng) for k in rng.sample(sorted(one.keys() - {"geometry"}), 2)])
+        return geo.to_internal(wkb, srid)
+
+    return make
 
 
 def _time_fn(kind: str, spec: TypeSpec, args: dict[str, Any]) -> ValueFn:

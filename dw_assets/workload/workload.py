@@ -17,7 +17,7 @@ import pymysql
 
 from dw_assets import db
 from dw_assets.identifiers import quote_ident, quote_qualified, validate_client_name
-from dw_assets.model import StandardModel, Table, load_model
+from dw_assets.model import StandardModel, Table
 from dw_assets.settings import Settings
 
 from .generator import RowFactory, TablePool, empty_pools, insert_sql, prepare_session
@@ -237,7 +237,7 @@ def apply_batch(settings: Settings, client: str, seed: int = 0, rows: int = 50, 
     instant by default so that values are reproducible; pass None for the wall clock).
     """
     validate_client_name(client)
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     database = _production_db(settings, client)
     state = ClientState(model, client, database, (lambda: now) if now else utc_now)
     conn = _open(settings)
@@ -274,7 +274,7 @@ def run_workload(settings: Settings, clients: Sequence[str] | None = None, rate:
     """
     if rate <= 0 or duration <= 0 or connections < 1 or txn_rows < 1:
         raise WorkloadError("rate, duration, connections and txn_rows must be positive")
-    model = model or load_model(settings.model_path)
+    model = model or settings.standard_model()
     targets = _resolve_clients(settings, clients)
     states = [ClientState(model, name, database, utc_now) for name, database in targets]
     with db.connection(settings) as conn:
