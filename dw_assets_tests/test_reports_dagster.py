@@ -55,6 +55,7 @@ def test_materialize_gold_reports_and_portfolio(reports_settings: Settings, seed
                                                 monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DW_LAKE_URL", reports_settings.lake_url)
     monkeypatch.setenv("DW_REPORTS_DIR", reports_settings.reports_dir)
+    monkeypatch.setenv("DW_REPORTS_URL", "http://reports.example:9000/")
     resources = {"dw": DwSettings(home=str(reports_settings.home))}
     clients = sorted(seeded_clients)
     with dg.instance_for_test() as instance:
@@ -72,6 +73,7 @@ def test_materialize_gold_reports_and_portfolio(reports_settings: Settings, seed
         page_meta = meta["reports/client_reports"]
         assert "| cohort_month |" in page_meta["customer_cohorts"].value
         assert Path(page_meta["index"].value).exists()
+        assert page_meta["live_page"].value == f"http://reports.example:9000/clients/{clients[-1]}"  # its live page
 
         res = dg.materialize([portfolio_report], instance=instance, resources=resources)
         assert res.success

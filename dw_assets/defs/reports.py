@@ -13,6 +13,7 @@ from dw_assets.model import StandardModel
 from dw_assets.partitions import CLIENTS_PARTITION_NAME, clients_partitions
 from dw_assets.reports.catalog import ReportSpec, load_reports
 from dw_assets.reports.gold import PORTFOLIO_SCOPE, GoldResult, build_client_gold, build_portfolio_gold, read_gold
+from dw_assets.reports.live.urls import live_url
 from dw_assets.reports.render import chart_markdown, markdown_table, write_scope_reports
 from dw_assets.resources import DwSettings
 from dw_assets.settings import load_settings
@@ -110,7 +111,8 @@ def client_reports_asset(model: StandardModel, gold_keys: list[dg.AssetKey]) -> 
         kinds={"html"},
         owners=OWNERS,
         description="One static HTML page per report for the client (<reports_dir>/<client>/<report>.html, chart "
-                    "and table), rendered from the client's gold tables, and the reports index page.",
+                    "and table), rendered from the client's gold tables, and the reports index page; metadata "
+                    "`live_page` links the client's live page (`dw reports serve`, DW_REPORTS_URL).",
         automation_condition=dg.AutomationCondition.eager(),
     )
     def client_reports(context: dg.AssetExecutionContext, dw: DwSettings) -> dg.MaterializeResult:
@@ -118,7 +120,9 @@ def client_reports_asset(model: StandardModel, gold_keys: list[dg.AssetKey]) -> 
         results = [read_gold(settings, context.partition_key, spec.name, model) for spec in load_reports(model)]
         pages = write_scope_reports(settings.reports_dir, results)
         context.log.info("wrote %d pages for %s", len(pages), context.partition_key)
-        return dg.MaterializeResult(metadata=report_metadata(results, settings.reports_dir))
+        meta = report_metadata(results, settings.reports_dir)
+        meta["live_page"] = dg.MetadataValue.url(live_url(context.partition_key))  # `dw reports serve`
+        return dg.MaterializeResult(metadata=meta)
 
     return client_reports
 

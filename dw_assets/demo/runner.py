@@ -25,6 +25,7 @@ from dw_assets.stack.process import ServiceError, pid_alive, spawn, stop_pid, ta
 
 from .dagster_processes import DagsterProcesses, prepare_instance
 from .freshness import FreshnessProbe, FreshnessStats
+from .live_reports import LiveReportsServer
 from .summary import DemoSummary, collect_summary, render
 
 DEFAULT_CLIENTS = 3
@@ -117,6 +118,7 @@ class DemoRunner:
     dagster: DagsterProcesses | None = None
     workload: WorkloadThread | None = None
     probe: FreshnessProbe | None = None
+    live_reports: LiveReportsServer | None = None
     stack_started: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -193,6 +195,7 @@ class DemoRunner:
         self._wait(lambda: self.dagster.wait_daemon(timeout=240))
         if o.ui:
             self._wait(lambda: self.dagster.wait_webserver(timeout=240))
+            self.live_reports = LiveReportsServer.start(self.settings, self.log_dir, self.say)  # beside the UI
         self._check_stop()
 
         self.workload = WorkloadThread(self.settings, list(self.clients), o.rate, o.duration, self.model)
@@ -268,6 +271,8 @@ class DemoRunner:
             c.print(f"Dagster UI:      [bold]{url}[/] (asset graph: {url}/asset-groups)")
         c.print(f"reports:         {self.settings.reports_dir}/index.html" if self.model and self.model.reports_dir
                 else "reports:         none (the model has no reports)")
+        if self.live_reports:
+            c.print(self.live_reports.hint())
         c.print(f"lake / landing:  {self.settings.lake_url} / {self.settings.landing_url}")
         c.print(f"logs:            {self.log_dir}/ (cdc.log, {'ingest.log, ' if self.ingest_pid else ''}"
                 f"dagster-daemon.log, dagster-webserver.log)")
@@ -400,6 +405,7 @@ class DemoRunner:
             stopped.append(f"capture service (pid {self.capture_pid})")
         if self.dagster:
             stopped += [f"{n} (pid {self.dagster.pids[n]})" for n in self.dagster.stop()]
+        stopped += self.live_reports.stop() if self.live_reports else []
         if stopped:
             self.say(f"stopped: {', '.join(stopped)}")
         self.say(f"the stack is still running: `dw --home {self.settings.home} stack down` stops it")

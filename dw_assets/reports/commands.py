@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--report", action="append", dest="reports", metavar="NAME", help="only this report (repeatable)")
     b.add_argument("--no-portfolio", action="store_true", help="skip the cross-client portfolio reports")
     b.set_defaults(func=lambda args, settings: cmd_build(args, settings))
+    from .live.commands import register as register_live  # `serve` and `tokens`: the live report server
+
+    register_live(sub)
 
 
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,6 +7,8 @@ description: >
 chart: {kind: heatmap, x: months_since_first, y: cohort_month, value: retention_pct, title: Retention by cohort (% of cohort active)}
 preview: {sort: [[cohort_month, descending], [months_since_first, ascending]], rows: 400}
 ---*/
+-- Filters of the live pages (dw reports serve), applied to this query's result.
+-- filter: cohort_month date_range
 WITH billable AS (
     SELECT
         o.client,

@@ -7,6 +7,9 @@ description: >
 chart: {kind: line, x: order_date, y: revenue_7d, series: currency, max_series: 4, title: 7-day rolling revenue by currency}
 preview: {sort: [[order_date, descending], [currency, ascending]], rows: 150}
 ---*/
+-- Filters of the live pages (dw reports serve), applied to this query's result.
+-- filter: order_date date_range
+-- filter: currency choice
 WITH billable AS (
     SELECT
         o.client,

@@ -7,6 +7,8 @@ description: >
   succeeded after an earlier failed attempt on the same order (recovered).
 chart: {kind: stacked_bar, x: method, stack: [succeeded, failed, refunded, pending], title: Payment outcomes by method}
 ---*/
+-- Filters of the live pages (dw reports serve), applied to this query's result.
+-- filter: currency choice
 WITH attempts AS (
     SELECT
         p.client,

@@ -10,6 +10,9 @@ description: >
 chart: {kind: line, x: month, y: mrr, series: currency, max_series: 4, title: MRR by currency}
 preview: {sort: [[month, descending], [currency, ascending]], rows: 150}
 ---*/
+-- Filters of the live pages (dw reports serve), applied to this query's result.
+-- filter: month date_range
+-- filter: currency choice
 WITH paying AS (
     SELECT
         s.client,

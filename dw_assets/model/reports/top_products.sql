@@ -7,6 +7,8 @@ description: >
   its own.
 chart: {kind: barh, label: [client, product_name], value: revenue, facet: currency, limit: 10, title: Top products by revenue (largest currency)}
 ---*/
+-- Filters of the live pages (dw reports serve), applied to this query's result.
+-- filter: currency choice
 WITH billable_lines AS (
     SELECT i.client, i.product_id, o.currency, i.quantity, i.line_total
     FROM order_items AS i
