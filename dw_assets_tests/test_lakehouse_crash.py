@@ -95,8 +95,9 @@ def _check(settings: Settings, client: str, feed: LandingFeed, changes: dict[str
     assert len(files) == len(set(files)) == changes["files"]
 
 
-@pytest.mark.parametrize("kill_after", range(1, 8))
-def test_kill_apply_after_each_commit(tmp_path: Path, kill_after: int):
+def _apply_second_batch_in_a_subprocess(tmp_path: Path, kill_after: int):
+    """A first batch applied here, a second landed, then applied by a subprocess that SIGKILLs itself after commit
+    number `kill_after` (0: it runs to the end and prints its commit count)."""
     settings = _settings(tmp_path)
     client = unique_client("kill")
     model = tiny_model(tmp_path)
@@ -106,6 +107,12 @@ def test_kill_apply_after_each_commit(tmp_path: Path, kill_after: int):
     _second_batch(feed)
     p = subprocess.run([sys.executable, "-c", _KILLER, str(tmp_path), client, str(tmp_path / "model.yaml"),
                         str(kill_after)], capture_output=True, text=True, timeout=120)
+    return settings, client, model, feed, p
+
+
+@pytest.mark.parametrize("kill_after", range(1, 8))
+def test_kill_apply_after_each_commit(tmp_path: Path, kill_after: int):
+    settings, client, model, feed, p = _apply_second_batch_in_a_subprocess(tmp_path, kill_after)
     assert p.returncode == -signal.SIGKILL, (p.stdout, p.stderr)
     # More events land while the applier is down; the next apply takes both.
     feed.write("accounts", feed.events("accounts", [("u", account(20, "21.00")), ("c", account(2, "2.50"))]))
@@ -119,15 +126,7 @@ def test_kill_apply_after_each_commit(tmp_path: Path, kill_after: int):
 def test_every_commit_point_is_covered(tmp_path: Path):
     """The batch above makes 7 commits (bronze, manifest, silver and history of accounts, silver of entries,
     the truncate of entries and its record): the parametrized kill points cover each."""
-    settings = _settings(tmp_path)
-    client = unique_client("kill")
-    model = tiny_model(tmp_path)
-    feed = LandingFeed(settings, client, KEYS)
-    _feed_batches(feed)
-    assert apply_client(settings, client, model, source_schema=NO_SOURCE).ok
-    _second_batch(feed)
-    p = subprocess.run([sys.executable, "-c", _KILLER, str(tmp_path), client, str(tmp_path / "model.yaml"), "0"],
-                       capture_output=True, text=True, timeout=120)
+    *_, p = _apply_second_batch_in_a_subprocess(tmp_path, 0)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split()[:3] == ["commits", "7", "True"], p.stdout
 
