@@ -348,12 +348,7 @@ class LandingWriter:
                 seg = msgs[pos:pos + take]
                 if buf.empty:
                     st.first_message = fingerprint_of(seg[0])
-                decoded = decode_messages(seg)
-                if decoded.bad:
-                    self._dlq.publish(decoded.bad)
-                    self._report.dead_letters += len(decoded.bad)
-                self._report.tombstones += decoded.tombstones
-                buf.add(seg[0].offset(), seg[-1].offset(), take, int(sizes[pos:pos + take].sum()), decoded.batch)
+                buf.add(seg[0].offset(), seg[-1].offset(), int(sizes[pos:pos + take].sum()), seg)
                 pos += take
                 if full:
                     self._flush(st, "size")
@@ -434,9 +429,14 @@ class LandingWriter:
         buf = st.buffer
         if buf.empty:
             return
-        start, last, batches = buf.drain()
-        if batches:
-            key, data, meta, rows = encode_landing_file(st.tp[0], st.tp[1], start, last, batches,
+        start, last, msgs = buf.drain()
+        decoded = decode_messages(msgs)
+        if decoded.bad:
+            self._dlq.publish(decoded.bad)  # flushed before the offsets are committed (_commit_pending)
+            self._report.dead_letters += len(decoded.bad)
+        self._report.tombstones += decoded.tombstones
+        if decoded.batch.num_rows:
+            key, data, meta, rows = encode_landing_file(st.tp[0], st.tp[1], start, last, [decoded.batch],
                                                         self._topic_ids.get(st.tp[0]), st.first_message)
             ride_out(lambda: self.store.put(key, data, meta), f"landing {self.client}: uploading {key}")
             landed = LandedFile(key, st.tp[0], st.tp[1], start, last, rows, len(data))
