@@ -3,8 +3,8 @@
 Per client, a continuous landing writer on its own thread (the landing contract unchanged: exactly-once names,
 offsets committed after upload, adoption after a crash; on this path a partition flushes at most
 `max_age_seconds` = 1 s after its first message). Each uploaded file marks the client dirty; a pool of
-`apply_workers` threads (two cores: two) applies each dirty client's new files as one micro-batch through the
-conformance gate, so files landing during an apply form the next batch: batches grow when apply falls behind
+`apply_workers` worker processes (two cores: two; `apply_workers.py` says why processes) applies each dirty
+client's new files as one micro-batch through the conformance gate, so files landing during an apply form the next batch: batches grow when apply falls behind
 (back-pressure lands in the landing store, never in memory). The registry is re-read every `registry_poll_s`:
 activated clients start, paused or offboarded ones stop. A client that fails backs off (doubling up to
 `max_backoff_s`) and alerts; the others go on. The per-client landing lock and apply lock keep this service and
@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +35,7 @@ from dw_assets.settings import Settings
 
 from .dagster_events import LANDING_KEY, RunlessEvents, apply_counts
 from .heartbeat import Heartbeat, heartbeat_dir, write_heartbeat
+from .apply_workers import apply_in_worker, apply_pool
 from .ingest_pass import apply_one
 from .report_refresh import ReportRefresher, model_has_reports
 from .shards import in_shard
@@ -54,6 +56,7 @@ class ServiceOptions:
     clients: Mapping[str, str] | None = None  # a fixed client -> production db map instead of the registry
     policy: FlushPolicy = field(default_factory=lambda: FlushPolicy(idle_seconds=0.5, max_age_seconds=1.0))
     apply_workers: int = 2
+    apply_processes: bool = True  # False: apply on the service's own threads (one interpreter, slower)
     registry_poll_s: float = 2.0
     heartbeat_s: float = 1.0
     backoff_s: float = 2.0
@@ -104,8 +107,11 @@ class IngestService:
         self._lock = threading.Lock()
         self._clients: dict[str, _Client] = {}
         self._leaving: list[_Client] = []
+        # The threads schedule and book-keep; the apply itself runs in `_procs` (see apply_workers).
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.options.apply_workers),
                                         thread_name_prefix="ingest-apply")
+        self._procs = None
+        self._procs_lock = threading.Lock()
         self.events = RunlessEvents(settings, self.options.dagster_interval_s) if self.options.dagster else None
         self.reports: ReportRefresher | None = None
         self._logs: dict[str, Any] = {}
@@ -232,7 +238,7 @@ class IngestService:
         t0 = time.time()
         cached = c.conformance if time.monotonic() - c.conformance_at < self.options.gate_ttl_s else None
         try:
-            out = apply_one(self.settings, c.name, c.database, self.model, conformance=cached)
+            out = self._apply_call(c, cached)
             if cached is None and out.conformance is not None and out.conformance.conforming:
                 c.conformance, c.conformance_at = out.conformance, time.monotonic()
             gate_s = 0.0 if cached is not None else time.time() - t0 - (out.apply.seconds if out.apply else 0.0)
@@ -275,6 +281,23 @@ class IngestService:
             c.conformance = None  # a table refused (e.g. a dropped column): read the schema again next time
         else:
             self._recover(c, APPLY_CHECK)
+
+    def _apply_call(self, c: _Client, cached: Any) -> Any:
+        if not self.options.apply_processes:
+            return apply_one(self.settings, c.name, c.database, self.model, conformance=cached)
+        with self._procs_lock:
+            if self._procs is None:
+                self._procs = apply_pool(self.options.apply_workers, self.model)
+            procs = self._procs
+        try:
+            return procs.submit(apply_in_worker, self.settings, c.name, c.database, cached).result()
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): a new pool for the next batch; this one failed.
+            with self._procs_lock:
+                if self._procs is procs:
+                    self._procs = None
+            procs.shutdown(wait=False, cancel_futures=True)
+            raise
 
     def _record_gate(self, c: _Client, out: Any) -> None:
         conf = out.conformance
@@ -378,6 +401,8 @@ class IngestService:
         for c in clients:
             if c.dirty and not c.gated and c.name in self._clients:
                 self._apply(c)
+        if self._procs is not None:
+            self._procs.shutdown(wait=True)
         if self.reports is not None:
             self.reports.close()
         if self.events is not None:
