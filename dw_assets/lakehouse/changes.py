@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from dw_assets.model import TypeSpec
 
-from . import decoding
+from . import decoding, prepared
 from .decoding import Encoding, duck_type, qi, sql_literal  # noqa: F401 (re-exported for other modules)
 from .ordering import ORDER_COLUMNS, SEQ, SEQ_ROW, SEQ_TYPE, ChangeOrder, max_order, order_columns
 from .tables import BRONZE_TABLE, SOURCE_TS, bronze_schema
@@ -97,14 +97,12 @@ def decode_events(con: duckdb.DuckDBPyConnection, events: pa.Table, columns: Seq
     src = events.select(["op", "after", "before", *ORDER_COLUMNS, "source_ts_ms"]).append_column(
         "_dw_row", pa.array(np.arange(n, dtype=np.int64)))
     images = (f"SELECT op, {order}, source_ts_ms, _dw_row, json_transform(coalesce(after, before), "
-              f"{sql_literal(p.transform_spec)}) AS img FROM events_in WHERE op <> 't'")
-    con.register("events_in", src)
+              f"{sql_literal(p.transform_spec)}) AS img FROM {{events_in}} WHERE op <> 't'")
+    query = p.query(images, "img", ["op", *ORDER_COLUMNS, "source_ts_ms", "_dw_row"])
     try:
-        out = con.sql(p.query(images, "img", ["op", *ORDER_COLUMNS, "source_ts_ms", "_dw_row"])).to_arrow_table()
+        out = prepared.POOL.run(query, {"events_in": src})
     except (duckdb.ConversionException, duckdb.InvalidInputException) as e:
         raise ChangeParseError(str(e).splitlines()[0]) from None
-    finally:
-        con.unregister("events_in")
     out = out.rename_columns([{"op": "_dw_op", "source_ts_ms": SOURCE_TS}.get(c, c) for c in out.column_names])
     bad = pc.is_valid(out["_dw_error"])
     failed = out.filter(bad).select(["_dw_row", "_dw_error"]).rename_columns(["row", "error"])

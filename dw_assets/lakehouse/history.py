@@ -18,6 +18,7 @@ from deltalake import CommitProperties, Transaction
 
 from dw_assets.settings import Settings
 
+from . import prepared
 from .changes import qi
 from .commit_retry import with_commit_retry
 from .ordering import ORDER_COLUMNS, SEQ, SEQ_END, SEQ_END_ROW, SEQ_ROW, min_order
@@ -56,14 +57,11 @@ def apply_history(settings: Settings, client: str, table: str, keys: Sequence[st
             where = where & key_filter(typed, keys)
         existing = read_table(dt, columns=[*columns, SEQ, SEQ_ROW, SEQ_END, SEQ_END_ROW, "valid_from", "valid_to"],
                               filter=where)
-        con.register("ev_in", typed)
-        con.register("ex_in", existing)
-        con.register("tr_in", truncates)
         same_key = " AND ".join(f"v.{qi(c)} = x.{qi(c)}" for c in keys)
-        batch_keys = "" if truncates.num_rows else f"WHERE EXISTS (SELECT 1 FROM ev_in v WHERE {same_key})"
+        batch_keys = "" if truncates.num_rows else f"WHERE EXISTS (SELECT 1 FROM {{ev_in}} v WHERE {same_key})"
         end_starts_none = " AND ".join(f"n.{qi(c)} = e.{qi(c)}" for c in keys)
         sql = f"""
-        WITH ex AS (SELECT * FROM ex_in x {batch_keys}),
+        WITH ex AS (SELECT * FROM {{ex_in}} x {batch_keys}),
         events AS (
             SELECT {data}, 'u' AS op, {SEQ} AS seq, {SEQ_ROW} AS seq_row, epoch_ms(valid_from) AS ts, 0 AS is_new
               FROM ex
@@ -73,11 +71,11 @@ def apply_history(settings: Settings, client: str, table: str, keys: Sequence[st
                 SELECT 1 FROM ex n WHERE {end_starts_none}
                   AND n.{SEQ} = e.{SEQ_END} AND n.{SEQ_ROW} = e.{SEQ_END_ROW})
             UNION ALL
-            SELECT {data}, CASE WHEN _dw_op = 'd' THEN 'd' ELSE 'u' END, {SEQ}, {SEQ_ROW}, {SOURCE_TS}, 1 FROM ev_in
+            SELECT {data}, CASE WHEN _dw_op = 'd' THEN 'd' ELSE 'u' END, {SEQ}, {SEQ_ROW}, {SOURCE_TS}, 1 FROM {{ev_in}}
             UNION ALL  -- a truncate ends every key's open version
             SELECT {trunc_data}, 'd', tr.{SEQ}, tr.{SEQ_ROW}, tr.{SOURCE_TS}, 1
-              FROM (SELECT DISTINCT {k} FROM (SELECT {k} FROM ex UNION ALL SELECT {k} FROM ev_in)) keys_
-              CROSS JOIN tr_in tr
+              FROM (SELECT DISTINCT {k} FROM (SELECT {k} FROM ex UNION ALL SELECT {k} FROM {{ev_in}})) keys_
+              CROSS JOIN {{tr_in}} tr
         ),
         uniq AS (SELECT * FROM events
                  QUALIFY row_number() OVER (PARTITION BY {k}, seq, seq_row ORDER BY is_new DESC) = 1),
@@ -91,11 +89,7 @@ def apply_history(settings: Settings, client: str, table: str, keys: Sequence[st
                seq_end IS NULL AS is_current, ts AS {SOURCE_TS}
           FROM chain WHERE op = 'u'
         """
-        try:
-            rows = con.sql(sql).to_arrow_table()
-        finally:
-            for n in ("ev_in", "ex_in", "tr_in"):
-                con.unregister(n)
+        rows = prepared.POOL.run(sql, {"ev_in": typed, "ex_in": existing, "tr_in": truncates})
         if rows.num_rows == 0:
             return MergeCounts()
         target = pa.schema(dt.schema().to_arrow())
