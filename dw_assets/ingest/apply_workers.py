@@ -35,6 +35,7 @@ def apply_pool(workers: int, model: StandardModel) -> ProcessPoolExecutor:
                                initializer=_init, initargs=(os.getpid(), model))
 
 
-def apply_in_worker(settings: Settings, client: str, database: str, conformance: Any) -> ClientOutcome:
+def apply_in_worker(settings: Settings, client: str, database: str, conformance: Any, files: Any = None,
+                    rows: Any = None) -> ClientOutcome:
     assert _model is not None, "apply_in_worker runs only in an apply_pool worker"
-    return apply_one(settings, client, database, _model, conformance=conformance)
+    return apply_one(settings, client, database, _model, conformance=conformance, files=files, rows=rows)

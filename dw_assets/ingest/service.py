@@ -46,6 +46,10 @@ APPLY_CHECK = "ingest_apply"  # alert check names: the apply failing, and the co
 GATE_CHECK = "ingest_conformance_gate"
 
 
+HANDOFF_BYTES = 64 * 1024 * 1024  # per client: rows kept in memory for the next batch (beyond: read back)
+LISTING_S = 60.0
+
+
 class ServiceBusy(RuntimeError):
     """Another ingest service on this host already serves this shard."""
 
@@ -92,6 +96,12 @@ class _Client:
     last_batch_at: float | None = None
     conformance: Any = None  # the last conforming gate result and when it was read (monotonic)
     conformance_at: float = 0.0
+    # Files this service landed and not yet applied, with their rows while they fit in HANDOFF_BYTES: a batch
+    # applies them without listing the store or reading them back. A full listing (also files landed by
+    # others, e.g. a Dagster run during a takeover) at start, after a failure and every LISTING_S.
+    landed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (LandingFile, pa.Table | None)
+    landed_bytes: int = 0
+    listed_at: float | None = None  # monotonic time of the last apply that listed the store
 
 
 class IngestService:
@@ -198,7 +208,8 @@ class IngestService:
     # ---- landing ---------------------------------------------------------------------------------------
     def _land_loop(self, c: _Client) -> None:
         delay = self.options.backoff_s
-        hooks = LandingHooks(after_upload=lambda f: self._landed(c, f))
+        hooks = LandingHooks(after_upload=lambda f: self._landed(c, f),
+                             uploaded_rows=lambda f, rows: self._handoff(c, f, rows))
         while not (c.stop.is_set() or self._stop.is_set()):
             try:
                 land_client(self.settings, c.name, database=c.database, bounded=False, policy=self.options.policy,
@@ -213,6 +224,17 @@ class IngestService:
                 self._fail(c, "landing", f"{type(e).__name__}: {e}")
                 c.stop.wait(delay)
                 delay = min(delay * 2, self.options.max_backoff_s)
+
+    def _handoff(self, c: _Client, f: LandedFile, rows: Any) -> None:
+        from dw_assets.contracts import client_topic_prefix
+        from dw_assets.lakehouse.landing_files import LandingFile
+
+        prefix = client_topic_prefix(self.settings.kafka.topic_prefix, c.database)
+        table = f.topic[len(prefix):] if f.topic.startswith(prefix) else f.topic
+        keep = c.landed_bytes + rows.nbytes <= HANDOFF_BYTES
+        with self._lock:
+            c.landed[f.key] = (LandingFile(f.key, f.topic, table, f.partition, f.start_offset), rows if keep else None)
+            c.landed_bytes += rows.nbytes if keep else 0
 
     def _landed(self, c: _Client, f: LandedFile) -> None:
         c.dirty = True
@@ -283,14 +305,37 @@ class IngestService:
             self._recover(c, APPLY_CHECK)
 
     def _apply_call(self, c: _Client, cached: Any) -> Any:
+        with self._lock:
+            taken = dict(c.landed)
+        full = c.listed_at is None or time.monotonic() - c.listed_at >= LISTING_S
+        files = None if full else [f for f, _ in taken.values()]
+        rows = {k: t for k, (_, t) in taken.items() if t is not None}
+        if full:
+            c.listed_at = time.monotonic()
+        try:
+            out = self._apply_batch(c, cached, files, rows)
+        except BaseException:
+            c.listed_at = None
+            raise
+        if out.error or out.gated:
+            c.listed_at = None  # list the store next time: nothing this batch missed stays behind
+        else:
+            with self._lock:
+                for k in taken:
+                    _, t = c.landed.pop(k, (None, None))
+                    c.landed_bytes -= t.nbytes if t is not None else 0
+        return out
+
+    def _apply_batch(self, c: _Client, cached: Any, files: Any, rows: Any) -> Any:
         if not self.options.apply_processes:
-            return apply_one(self.settings, c.name, c.database, self.model, conformance=cached)
+            return apply_one(self.settings, c.name, c.database, self.model, conformance=cached, files=files,
+                             rows=rows)
         with self._procs_lock:
             if self._procs is None:
                 self._procs = apply_pool(self.options.apply_workers, self.model)
             procs = self._procs
         try:
-            return procs.submit(apply_in_worker, self.settings, c.name, c.database, cached).result()
+            return procs.submit(apply_in_worker, self.settings, c.name, c.database, cached, files, rows).result()
         except BrokenProcessPool:
             # A worker died (killed, out of memory): a new pool for the next batch; this one failed.
             with self._procs_lock:

@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -110,14 +110,18 @@ def apply_client(settings: Settings, client: str, model: StandardModel | None = 
         return _apply(settings, client, model, database, source_schema, threads, None)
 
 
-def apply_files(settings: Settings, client: str, files: Sequence[LandingFile], model: StandardModel | None = None,
-                database: str | None = None, source_schema: SourceSchema | None = None,
-                threads: int | None = None) -> ApplyResult:
+def apply_files(settings: Settings, client: str, files: Sequence[LandingFile] | None,
+                model: StandardModel | None = None, database: str | None = None,
+                source_schema: SourceSchema | None = None, threads: int | None = None,
+                rows: Mapping[str, pa.Table] | None = None) -> ApplyResult:
     """Apply the given newly landed files of `client` (e.g. those an ingest service just wrote) without listing
-    the landing store; files already in the manifest and topics of tables the model lacks are skipped. A batch
-    a crash left behind, and tables whose silver is behind, are completed as in `apply_client`."""
+    the landing store (None: list it, as `apply_client`); files already in the manifest and topics of tables the
+    model lacks are skipped. `rows`: the rows of some of these files by key, as their writer uploaded them, so
+    they are not read back from the store. A batch a crash left behind, and tables whose silver is behind, are
+    completed as in `apply_client`."""
     with apply_lock(settings.home, client):
-        return _apply(settings, client, model, database, source_schema, threads, None, list(files))
+        return _apply(settings, client, model, database, source_schema, threads, None,
+                      None if files is None else list(files), rows)
 
 
 def apply_corrections(settings: Settings, client: str, corrections: pa.Table, model: StandardModel | None = None,
@@ -136,7 +140,7 @@ def apply_corrections(settings: Settings, client: str, corrections: pa.Table, mo
 
 def _apply(settings: Settings, client: str, model: StandardModel | None, database: str | None,
            source_schema: SourceSchema | None, threads: int | None, corrections: pa.Table | None,
-           files: list[LandingFile] | None = None) -> ApplyResult:
+           files: list[LandingFile] | None = None, rows: Mapping[str, pa.Table] | None = None) -> ApplyResult:
     started = time.perf_counter()
     model = model or load_model(settings.model_path)
     database = database or client
@@ -156,7 +160,7 @@ def _apply(settings: Settings, client: str, model: StandardModel | None, databas
         t0 = time.perf_counter()
         pending = _pending_files(settings, model, database, state, result, files) + _correction_files(corrections)
         target = state.last_batch + (1 if pending else 0)  # the batch every table ends at
-        batch_rows = _read_batch(settings, pending, con, now, result, target, corrections) if pending else {}
+        batch_rows = _read_batch(settings, pending, con, now, result, target, corrections, rows) if pending else {}
         t1 = time.perf_counter()
         result.timings["read_landing"] = t1 - t0
         if pending:
@@ -241,9 +245,11 @@ def _correction_files(corrections: pa.Table | None) -> list[LandingFile]:
 
 
 def _read_batch(settings: Settings, pending: list[LandingFile], con: duckdb.DuckDBPyConnection, now: datetime,
-                result: ApplyResult, batch: int, corrections: pa.Table | None = None) -> dict[str, pa.Table]:
-    """The pending files (and in-memory corrections) as bronze rows of `batch`, per table, each change once."""
-    landed = read_landing_files(settings, [f for f in pending if f.partition >= 0])
+                result: ApplyResult, batch: int, corrections: pa.Table | None = None,
+                known: Mapping[str, pa.Table] | None = None) -> dict[str, pa.Table]:
+    """The pending files (and in-memory corrections) as bronze rows of `batch`, per table, each change once;
+    `known`: rows of files by key, as uploaded (not read back)."""
+    landed = read_landing_files(settings, [f for f in pending if f.partition >= 0], known)
     if corrections is not None and corrections.num_rows:
         landed = pa.concat_tables([landed, corrections.select(landed.column_names).cast(landed.schema)])
     rows = changes.bronze_rows(con, landed, batch, now)

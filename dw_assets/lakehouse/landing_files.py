@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Mapping
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -54,12 +55,18 @@ def list_landing_files(settings: Settings, database: str) -> list[LandingFile]:
     return sorted(out, key=lambda f: (f.topic, f.partition, f.start_offset))
 
 
-def read_landing_files(settings: Settings, files: list[LandingFile]) -> pa.Table:
-    """Read files into one table (LANDING_SCHEMA + `_dw_landing_file`); a few threads hide S3 latency."""
+def read_landing_files(settings: Settings, files: list[LandingFile],
+                       known: Mapping[str, pa.Table] | None = None) -> pa.Table:
+    """Read files into one table (LANDING_SCHEMA + `_dw_landing_file`); a few threads hide S3 latency.
+    `known`: the rows of some files by key, as their writer uploaded them (the ingest service hands them over
+    in memory: reading back a second's worth of small files per partition was a large part of a micro-batch)."""
     fs, root = filesystem(settings, settings.landing_url)
+    known = known or {}
 
     def read(f: LandingFile) -> pa.Table:
-        t = pq.read_table(f"{root}/{f.key}", filesystem=fs)
+        t = known.get(f.key)
+        if t is None:
+            t = pq.read_table(f"{root}/{f.key}", filesystem=fs)
         # Cast to the contract's schema: a writer may omit nullable columns or widen types.
         t = _conform(t)
         return t.append_column("_dw_landing_file", pa.array([f.key] * t.num_rows, pa.string()))

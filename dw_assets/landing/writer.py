@@ -19,6 +19,7 @@ from operator import is_not
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -46,9 +47,11 @@ TOPIC_REFRESH_SECONDS = 30.0  # a continuous writer picks up new tables' topics 
 
 @dataclass
 class LandingHooks:
-    """Test seams. `after_upload` runs after a file is uploaded and before its offsets are committed."""
+    """`after_upload` runs after a file is uploaded and before its offsets are committed (a test seam, and how
+    the ingest service learns of new files); `uploaded_rows` then gets the file's rows as uploaded."""
 
     after_upload: Callable[[LandedFile], None] | None = None
+    uploaded_rows: Callable[[LandedFile, pa.Table], None] | None = None
 
 
 @dataclass
@@ -444,6 +447,8 @@ class LandingWriter:
             self._report.records += rows
             self._report.bytes += len(data)
             log.debug("landing %s: %s flush %s (%d rows)", self.client, reason, key, rows)
+            if self.hooks.uploaded_rows is not None:
+                self.hooks.uploaded_rows(landed, pa.Table.from_batches([decoded.batch]))
             if self.hooks.after_upload is not None:
                 self.hooks.after_upload(landed)
         # A range of only tombstones or dead letters has no file, but its offsets are still done.
