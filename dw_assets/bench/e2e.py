@@ -65,6 +65,7 @@ class E2EParams:
     connections: int = 3  # workload connections
     catch_up_timeout_s: float = 300
     drain_timeout_s: float = 120  # after the workload: probes not visible by then are reported as unseen
+    client_prefix: str = "e2e"  # client names <prefix>_00..: a second run on the same stack uses other clients
 
     @classmethod
     def for_run(cls, quick: bool) -> "E2EParams":
@@ -73,6 +74,12 @@ class E2EParams:
         if quick:
             return cls(duration_s=15, rows_per_client=1000, idle_probes=3, drain_timeout_s=25)
         return cls()
+
+    @classmethod
+    def wide(cls) -> "E2EParams":
+        """The issue's second load: 5,000 changes/s over 50 clients (full runs only)."""
+        return cls(clients=50, rate=5000, rows_per_client=1000, client_prefix="e2w", drain_timeout_s=300,
+                   catch_up_timeout_s=600)
 
 
 @dataclass
@@ -333,7 +340,7 @@ def _continuous(settings: Settings, p: E2EParams, work: Path, service: bool = Fa
 
     mode = "service" if service else "continuous"
     result = StageResult("e2e", params={"mode": mode, **p.__dict__})
-    names = [f"e2e_{i:02d}" for i in range(p.clients)]
+    names = [f"{p.client_prefix}_{i:02d}" for i in range(p.clients)]
     t0 = time.perf_counter()
     seed_clients(settings, names, rows_per_client=p.rows_per_client, seed=11)
     seed_s = time.perf_counter() - t0

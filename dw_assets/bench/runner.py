@@ -23,7 +23,7 @@ from .smoke import SMOKE_ENV, smoke
 from .stages import size
 from .worker import STAGES
 
-STAGE_TIMEOUT_S = {True: 300, False: 1800}  # quick, full
+STAGE_TIMEOUT_S = {True: 300, False: 3600}  # quick, full (e2e: two loads)
 
 
 def _env(home: Path) -> dict[str, str]:

@@ -45,6 +45,15 @@ def run_stage(stage: str, settings: Settings, quick: bool, work: Path) -> StageR
         rss = {k: v for k, v in result.processes.items() if k in ("capture service", "ingest service")}
         for f in result.figures:
             f.extra.setdefault("peak_rss_mb", rss)
+        if not quick:  # the second load, on the same stack with clients of its own
+            from .e2e import E2EParams
+
+            wide = run_e2e_bench(settings, "service", params=E2EParams.wide(), work_dir=work / "e2e-wide")
+            for f in wide.figures:  # the Dagster mode takes the 10-client figures as its reference, by key
+                if f.extra.get("key"):
+                    f.extra["key"] = "wide_" + f.extra["key"]
+            result.figures += wide.figures
+            result.notes += [f"50 clients: {n}" for n in wide.notes]
         if quick:  # the full run measures the Dagster mode on a stack of its own (stage "e2e-dagster")
             dagster = run_e2e_bench(settings, "dagster", quick=True)
             result.figures += dagster.figures
