@@ -9,6 +9,7 @@ had half-committed is what a crash leaves, which the apply step recovers from).
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +21,7 @@ from dw_assets.settings import Settings
 from .ingest_pass import ClientOutcome, apply_one
 from .worker_process import _init as _watch_init
 
+log = logging.getLogger(__name__)
 _model: StandardModel | None = None
 
 
@@ -36,6 +38,25 @@ def apply_pool(workers: int, model: StandardModel) -> ProcessPoolExecutor:
 
 
 def apply_in_worker(settings: Settings, client: str, database: str, conformance: Any, files: Any = None,
-                    rows: Any = None) -> ClientOutcome:
+                    rows: Any = None, compact: bool = False) -> ClientOutcome:
     assert _model is not None, "apply_in_worker runs only in an apply_pool worker"
-    return apply_one(settings, client, database, _model, conformance=conformance, files=files, rows=rows)
+    return apply_and_compact(settings, client, database, _model, conformance, files, rows, compact)
+
+
+def apply_and_compact(settings: Settings, client: str, database: str, model: StandardModel, conformance: Any,
+                      files: Any, rows: Any, compact: bool) -> ClientOutcome:
+    """One micro-batch, then (`compact`) the light maintenance pass over the client's tables.
+
+    Each batch adds a file per changed bronze partition and silver table; left alone, every later batch lists
+    and prunes more of them (bronze after two minutes at 2,000 changes/s over 10 clients: ~800 files a client).
+    The Dagster schedule compacts every 15 minutes; the service compacts its clients itself, here, between two
+    of that client's batches, so nothing of this service competes with the commit."""
+    out = apply_one(settings, client, database, model, conformance=conformance, files=files, rows=rows)
+    if compact and not out.error and not out.gated:
+        from dw_assets.lakehouse.maintenance import COMPACT_FROM_FILES, maintain_client
+
+        try:
+            maintain_client(settings, client, model, compact_only_from=COMPACT_FROM_FILES)
+        except Exception as e:  # noqa: BLE001 - a missed compaction only costs the next batches time
+            log.warning("ingest: compacting %s failed (the scheduled maintenance will): %s", client, e)
+    return out

@@ -35,8 +35,7 @@ from dw_assets.settings import Settings
 
 from .dagster_events import LANDING_KEY, RunlessEvents, apply_counts
 from .heartbeat import Heartbeat, heartbeat_dir, write_heartbeat
-from .apply_workers import apply_in_worker, apply_pool
-from .ingest_pass import apply_one
+from .apply_workers import apply_and_compact, apply_in_worker, apply_pool
 from .report_refresh import ReportRefresher, model_has_reports
 from .shards import in_shard
 
@@ -48,6 +47,7 @@ GATE_CHECK = "ingest_conformance_gate"
 
 HANDOFF_BYTES = 64 * 1024 * 1024  # per client: rows kept in memory for the next batch (beyond: read back)
 LISTING_S = 60.0
+COMPACT_S = 60.0  # a client's tables are compacted after a batch at most this often
 
 
 class ServiceBusy(RuntimeError):
@@ -102,6 +102,7 @@ class _Client:
     landed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (LandingFile, pa.Table | None)
     landed_bytes: int = 0
     listed_at: float | None = None  # monotonic time of the last apply that listed the store
+    compacted_at: float = 0.0  # monotonic time of the last compaction pass (apply_workers.apply_and_compact)
 
 
 class IngestService:
@@ -312,8 +313,11 @@ class IngestService:
         rows = {k: t for k, (_, t) in taken.items() if t is not None}
         if full:
             c.listed_at = time.monotonic()
+        compact = time.monotonic() - c.compacted_at >= COMPACT_S
+        if compact:
+            c.compacted_at = time.monotonic()
         try:
-            out = self._apply_batch(c, cached, files, rows)
+            out = self._apply_batch(c, cached, files, rows, compact)
         except BaseException:
             c.listed_at = None
             raise
@@ -326,16 +330,16 @@ class IngestService:
                     c.landed_bytes -= t.nbytes if t is not None else 0
         return out
 
-    def _apply_batch(self, c: _Client, cached: Any, files: Any, rows: Any) -> Any:
+    def _apply_batch(self, c: _Client, cached: Any, files: Any, rows: Any, compact: bool) -> Any:
         if not self.options.apply_processes:
-            return apply_one(self.settings, c.name, c.database, self.model, conformance=cached, files=files,
-                             rows=rows)
+            return apply_and_compact(self.settings, c.name, c.database, self.model, cached, files, rows, compact)
         with self._procs_lock:
             if self._procs is None:
                 self._procs = apply_pool(self.options.apply_workers, self.model)
             procs = self._procs
         try:
-            return procs.submit(apply_in_worker, self.settings, c.name, c.database, cached, files, rows).result()
+            return procs.submit(apply_in_worker, self.settings, c.name, c.database, cached, files, rows,
+                                compact).result()
         except BrokenProcessPool:
             # A worker died (killed, out of memory): a new pool for the next batch; this one failed.
             with self._procs_lock:
