@@ -13,7 +13,7 @@ from dw_assets.cli import CommandError
 from dw_assets.identifiers import validate_client_name
 from dw_assets.settings import Settings
 
-from .apply import ApplyResult, apply_client
+from .apply import ApplyResult
 from .maintenance import DEFAULT_RETENTION_HOURS, lake_clients, maintain_lake
 from .migration import migrate_client
 from .quarantine import quarantined_clients
@@ -70,7 +70,9 @@ def cmd_init(settings: Settings, client: str) -> int:
 
 def cmd_apply(settings: Settings, client: str, database: str | None, as_json: bool) -> int:
     validate_client_name(client)
-    r = apply_client(settings, client, settings.standard_model(), database=database)
+    from dw_assets.engine.dispatch import apply_with_engine
+
+    r = apply_with_engine(settings, client, settings.standard_model(), database=database)
     if as_json:
         print(json.dumps(_as_json(r), indent=2, default=str))
     else:

@@ -1,0 +1,47 @@
+"""The one place the apply step is dispatched by `settings.engine` (DW_ENGINE): every entry point (the ingest
+pass, hence the Dagster ingest job and the ingest service; the per-client lake asset, onboarding, `dw lake apply`)
+calls `apply_with_engine`.
+
+`local`: the whole step in this process (`lakehouse.apply`). `spark`: the same landing read, bronze append and
+manifest (steps 1-3, shared), then the set-based silver/history part on Spark Connect (`spark_apply`), both under
+the client's apply lock, so one writer per client table holds on Sail too (it has no conflict detection).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from dw_assets.lakehouse.apply import ApplyResult, apply_client, apply_files, apply_to_bronze
+from dw_assets.lakehouse.apply_lock import apply_lock
+from dw_assets.lakehouse.evolution import InformationSchemaSource, SourceSchema
+from dw_assets.lakehouse.landing_files import LandingFile
+from dw_assets.model import StandardModel, load_model
+from dw_assets.settings import Settings
+
+
+def apply_with_engine(settings: Settings, client: str, model: StandardModel | None = None,
+                      database: str | None = None, files: Sequence[LandingFile] | None = None,
+                      source_schema: SourceSchema | None = None) -> ApplyResult:
+    """Apply `client`'s new landing files (or just `files`) on the engine `settings.engine` names."""
+    if settings.engine != "spark":
+        if files is not None:
+            return apply_files(settings, client, files, model, database=database, source_schema=source_schema)
+        return apply_client(settings, client, model, database=database, source_schema=source_schema)
+    import time
+
+    from .session import spark_session
+    from .spark_apply import apply_client_spark, ensure_spark_tables
+
+    model = model or load_model(settings.model_path)
+    database = database or client
+    with spark_session(settings) as spark, apply_lock(settings.home, client):
+        started = time.perf_counter()
+        # Created first without the properties Sail cannot write (the local engine's creation then finds them).
+        created = ensure_spark_tables(settings, client, model)
+        result = apply_to_bronze(settings, client, model, database, files)
+        result.created_tables = created + result.created_tables
+        t0 = time.perf_counter()
+        apply_client_spark(spark, settings, client, model, result=result,
+                           source=source_schema or InformationSchemaSource(settings, database))
+        result.timings["silver"] = time.perf_counter() - t0
+        result.seconds = time.perf_counter() - started
+    return result
