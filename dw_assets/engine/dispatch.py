@@ -14,8 +14,20 @@ from dw_assets.lakehouse.apply import ApplyResult, apply_client, apply_files, ap
 from dw_assets.lakehouse.apply_lock import apply_lock
 from dw_assets.lakehouse.evolution import InformationSchemaSource, SourceSchema
 from dw_assets.lakehouse.landing_files import LandingFile
+from dw_assets.lakehouse.tables import ensure_client_tables
 from dw_assets.model import StandardModel, load_model
 from dw_assets.settings import Settings
+
+
+def ensure_tables_with_engine(settings: Settings, client: str, model: StandardModel) -> list[str]:
+    """Create the client's missing tables for the engine that will write them: on Spark without the properties
+    Sail cannot write (change data feed), plus its tombstone and progress tables. Returns the URLs created."""
+    created = []
+    if settings.engine == "spark":
+        from .spark_apply import ensure_spark_tables
+
+        created = ensure_spark_tables(settings, client, model)
+    return created + ensure_client_tables(settings, client, model)
 
 
 def apply_with_engine(settings: Settings, client: str, model: StandardModel | None = None,

@@ -18,7 +18,6 @@ from .maintenance import DEFAULT_RETENTION_HOURS, lake_clients, maintain_lake
 from .migration import migrate_client
 from .quarantine import quarantined_clients
 from .quarantine_resolve import discard, retry, summarize
-from .tables import ensure_client_tables
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,7 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_init(settings: Settings, client: str) -> int:
     validate_client_name(client)
-    created = ensure_client_tables(settings, client, settings.standard_model())
+    from dw_assets.engine.dispatch import ensure_tables_with_engine
+
+    created = ensure_tables_with_engine(settings, client, settings.standard_model())
     Console().print(f"{len(created)} table(s) created for {client}" + "".join(f"\n  {u}" for u in created))
     return 0
 
