@@ -16,7 +16,7 @@ from dw_assets.lakehouse.evolution import InformationSchemaSource, SourceSchema
 from dw_assets.lakehouse.landing_files import LandingFile
 from dw_assets.lakehouse.tables import ensure_client_tables
 from dw_assets.model import StandardModel, load_model
-from dw_assets.settings import Settings
+from dw_assets.settings import Settings, SettingsError
 
 
 def ensure_tables_with_engine(settings: Settings, client: str, model: StandardModel) -> list[str]:
@@ -52,8 +52,16 @@ def apply_with_engine(settings: Settings, client: str, model: StandardModel | No
         result = apply_to_bronze(settings, client, model, database, files)
         result.created_tables = created + result.created_tables
         t0 = time.perf_counter()
-        apply_client_spark(spark, settings, client, model, result=result,
-                           source=source_schema or InformationSchemaSource(settings, database))
+        try:
+            apply_client_spark(spark, settings, client, model, result=result,
+                               source=source_schema or InformationSchemaSource(settings, database))
+        except Exception as e:
+            if "Unsupported table features" not in str(e):
+                raise
+            # A lake the local engine created (change data feed on): Sail 0.7.2 cannot write such tables.
+            raise SettingsError(f"DW_ENGINE=spark: {client}'s lake tables need a feature this Spark cannot write "
+                                f"({str(e).splitlines()[0]}): apply it with DW_ENGINE=local, or re-create its "
+                                "tables under DW_ENGINE=spark") from None
         result.timings["silver"] = time.perf_counter() - t0
         result.seconds = time.perf_counter() - started
     return result

@@ -7,8 +7,8 @@ work runs: here the latest change per key, the guarded MERGE, tombstones, trunca
 SQL on the cluster (Sail locally, Databricks in production).
 
 Incremental: each table reads only the bronze batches after its progress marker, a row per table in
-`<lake>/meta/<client>/spark_progress` (last bronze batch applied, last TRUNCATE seen) MERGEd after the table's
-silver and history. Why a marker table and not the local engine's application transactions in the silver commit:
+`<lake>/meta/<client>/spark_progress` (last bronze batch applied, last TRUNCATE seen), MERGEd in one statement
+after the tables' silver and history. Why a marker table and not the local engine's application transactions in the silver commit:
 Spark SQL has no way to attach a `txn` action to a MERGE INTO (Sail 0.7.2 takes none through SQL; Databricks
 only for DataFrame writes), so progress and data cannot be one commit. They need not be: every write before the
 marker is idempotent (ALTER skips present columns, the quarantine skips events it holds, the DELETE of a TRUNCATE,
@@ -18,6 +18,7 @@ makes the rerun re-apply the same batches to the same silver, and a rerun after 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import polars as pl
@@ -67,14 +68,16 @@ def read_progress(settings: Settings, client: str) -> dict[str, tuple[int, Chang
                          else ChangeOrder(r["truncate_seq"], r["truncate_seq_row"])) for r in rows}
 
 
-def _record_progress(spark, settings: Settings, client: str, table: str, batch: int,
-                     truncate_at: ChangeOrder | None, now: datetime) -> None:
+def _record_progress(spark, settings: Settings, client: str, rows: list[dict], now: datetime) -> None:
+    """Upsert the markers of the tables applied (`table`, `batch`, `truncate`), in one MERGE after all of them."""
+    if not rows:
+        return
     url = meta_url(settings, client, PROGRESS)
-    row = pa.Table.from_pylist([{"table": table, "batch": batch,
-                                 "truncate_seq": truncate_at.seq if truncate_at else None,
-                                 "truncate_seq_row": truncate_at.row if truncate_at else None,
-                                 "applied_at": now}], schema=PROGRESS_SCHEMA)
-    _view(spark, "dw_progress", row)
+    table = pa.Table.from_pylist([{"table": r["table"], "batch": r["batch"],
+                                   "truncate_seq": r["truncate"].seq if r["truncate"] else None,
+                                   "truncate_seq_row": r["truncate"].row if r["truncate"] else None,
+                                   "applied_at": now} for r in rows], schema=PROGRESS_SCHEMA)
+    _view(spark, "dw_progress", table)
     spark.sql(q.upsert(url, "dw_progress", ["table"], PROGRESS_SCHEMA.names)).collect()
 
 
@@ -104,22 +107,21 @@ def apply_table(spark, settings: Settings, client: str, t: Table, events: pa.Tab
     columns = [f.name for f in prepared.data_fields]
     data = columns + list(ORDER_COLUMNS) + [SOURCE_TS]
     if typed.num_rows:
-        _view(spark, "dw_changes", typed)
-        spark.sql(q.latest_per_key("dw_changes", keys, data + ["_dw_op"], truncate_at)) \
-            .createOrReplaceTempView("dw_latest")
-        deletes = spark.sql(f"SELECT {', '.join(q.bq(c) for c in [*keys, *ORDER_COLUMNS])}, "
-                            f"TIMESTAMP '{now.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S.%f}' AS `_dw_deleted_at` "
-                            f"FROM dw_latest WHERE `_dw_op` = 'd'")
-        applicable = spark.sql(q.not_behind_tombstone("SELECT * FROM dw_latest", tomb_url, keys))
-        # Materialized before the tombstones move: the guard compares with the tombstones as they were.
-        todo = applicable.toArrow()
-        if deletes.count():
-            deletes.createOrReplaceTempView("dw_deletes")
-            spark.sql(q.merge_tombstones(tomb_url, "dw_deletes", keys)).collect()
-        tr.silver.metrics["offered"] = todo.num_rows  # latest changes offered to the guarded MERGE
-        if todo.num_rows:
-            _view(spark, "dw_todo", todo)
-            spark.sql(q.merge_silver(silver_url, "dw_todo", keys, data)).collect()
+        v = lambda name: f"{name}_{t.name}"  # noqa: E731 - per-table temp views: tables apply side by side
+        stamped = typed.append_column("_dw_deleted_at", pa.array([now] * typed.num_rows, UTC_TS))
+        _view(spark, v("dw_changes"), stamped)
+        spark.sql(q.latest_per_key(v("dw_changes"), keys, data + ["_dw_op", "_dw_deleted_at"], truncate_at)) \
+            .createOrReplaceTempView(v("dw_latest"))
+        # The silver MERGE first, the tombstones after: the guard compares with the tombstones as they were
+        # before this batch (the source view is evaluated by the MERGE itself; no round trip through here).
+        spark.sql(q.not_behind_tombstone(f"SELECT * FROM {q.bq(v('dw_latest'))}", tomb_url, keys)) \
+            .createOrReplaceTempView(v("dw_todo"))
+        spark.sql(q.merge_silver(silver_url, v("dw_todo"), keys, data)).collect()
+        if pc.any(pc.equal(typed["_dw_op"], "d")).as_py():
+            spark.sql(f"SELECT {', '.join(q.bq(c) for c in [*keys, *ORDER_COLUMNS, '_dw_deleted_at'])} "
+                      f"FROM {q.bq(v('dw_latest'))} WHERE `_dw_op` = 'd'").createOrReplaceTempView(v("dw_deletes"))
+            spark.sql(q.merge_tombstones(tomb_url, v("dw_deletes"), keys)).collect()
+        tr.silver.metrics["offered"] = typed.num_rows  # changes given to the guarded MERGE
     if t.options.scd2 and (typed.num_rows or batch_truncate is not None):
         chain = history_events() if history_events is not None else events
         _apply_history(spark, settings, client, t, chain, keys, prepared.data_fields)
@@ -140,17 +142,18 @@ def _apply_history(spark, settings: Settings, client: str, t: Table, events: pa.
                                         encoding_of(settings))
     finally:
         con.close()
-    _view(spark, "dw_chain", decoded.typed)
+    v = lambda name: f"{name}_{t.name}"  # noqa: E731
+    _view(spark, v("dw_chain"), decoded.typed)
     truncates = events.filter(pc.equal(events["op"], "t")).select([*ORDER_COLUMNS, "source_ts_ms"]) \
         .rename_columns([*ORDER_COLUMNS, SOURCE_TS])
-    _view(spark, "dw_truncates", truncates)
+    _view(spark, v("dw_truncates"), truncates)
     history_url = table_url(settings, "silver_history", client, t.name)
     target = pa.schema(open_table(settings, history_url).schema().to_arrow())
     columns = [f.name for f in data_fields]
-    versions = spark.sql(q.history_versions("dw_chain", "dw_truncates", keys, columns))
-    _view(spark, "dw_versions", versions.toArrow().select(target.names).cast(
+    versions = spark.sql(q.history_versions(v("dw_chain"), v("dw_truncates"), keys, columns))
+    _view(spark, v("dw_versions"), versions.toArrow().select(target.names).cast(
         pa.schema([f.with_nullable(True) for f in target])))
-    spark.sql(q.merge_history(history_url, "dw_versions", keys, target.names)).collect()
+    spark.sql(q.merge_history(history_url, v("dw_versions"), keys, target.names)).collect()
 
 
 # Table properties a Sail-written table cannot carry: Sail 0.7.2 refuses to write a table whose protocol needs
@@ -214,10 +217,10 @@ def apply_client_spark(spark, settings: Settings, client: str, model: StandardMo
     ds = bronze_dataset(bronze_of, client)
     progress = read_progress(settings, client)
     now = datetime.now(timezone.utc)
-    for t in model.tables:
+
+    def one(t: Table) -> dict | None:
+        """Apply one table's new batches; its marker row, or None (failed: the marker stays)."""
         done, stored_truncate = progress.get(t.name, (0, None))
-        if done >= sealed:
-            continue
         events = ds.to_table(filter=(pads.field(BRONZE_TABLE) == t.name) & (pads.field("_dw_batch") > done)
                              & (pads.field("_dw_batch") <= sealed))
         tr = result.tables.setdefault(t.name, TableApply(t.name))
@@ -229,7 +232,15 @@ def apply_client_spark(spark, settings: Settings, client: str, model: StandardMo
         except TABLE_ERRORS as e:
             tr.error = str(e)
             log.error("spark apply %s.%s failed: %s", client, t.name, e)
-            continue
-        _record_progress(spark, settings, client, t.name, sealed, stored_truncate, now)
+            return None
+        return {"table": t.name, "batch": sealed, "truncate": stored_truncate}
+
+    todo = [t for t in model.tables if progress.get(t.name, (0, None))[0] < sealed]
+    # Tables side by side on the one session (their temp views are per table): the cluster overlaps their
+    # statements. A failure of one (outage, bug) propagates after the others finished; no marker moves then,
+    # and the rerun re-applies idempotently.
+    with ThreadPoolExecutor(max_workers=max(1, settings.apply_threads), thread_name_prefix=f"spark-{client}") as pool:
+        marks = list(pool.map(one, todo))
+    _record_progress(spark, settings, client, [m for m in marks if m is not None], now)
     result.batch = max(result.batch, sealed)
     return result
