@@ -12,7 +12,8 @@ from typing import Iterable, Iterator
 import dagster as dg
 
 from dw_assets.checks.conformance import client_databases
-from dw_assets.lakehouse.apply import ApplyResult, TableApply, apply_client
+from dw_assets.engine.dispatch import apply_with_engine
+from dw_assets.lakehouse.apply import ApplyResult, TableApply
 from dw_assets.lakehouse.maintenance import COMPACT_FROM_FILES, DEFAULT_RETENTION_HOURS, maintain_lake
 from dw_assets.lakehouse.table_info import preview_markdown, table_facts, table_head
 from dw_assets.model import StandardModel
@@ -90,7 +91,8 @@ def _lake_apply_asset(model: StandardModel) -> dg.AssetsDefinition:
     def lake_apply(context: dg.AssetExecutionContext, dw: DwSettings) -> Iterator[dg.MaterializeResult]:
         settings = dw.load()
         client = context.partition_key
-        result = apply_client(settings, client, model, database=client_databases(settings, client).production_db)
+        result = apply_with_engine(settings, client, model,
+                                   database=client_databases(settings, client).production_db)
         context.log.info(f"{client}: batch {result.batch}, {result.files} file(s), {result.events} event(s) "
                          f"in {result.seconds:.2f} s {result.timings}")
         yield from _results(settings, client, model, result)

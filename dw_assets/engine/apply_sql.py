@@ -120,3 +120,12 @@ def merge_history(history_url: str, source_view: str, keys: Sequence[str], colum
             f"WHEN MATCHED THEN UPDATE SET {sets} "
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(bq(c) for c in columns)}) "
             f"VALUES ({', '.join('s.' + bq(c) for c in columns)})")
+
+
+def upsert(url: str, source_view: str, keys: Sequence[str], columns: Sequence[str]) -> str:
+    """Insert or overwrite the rows of `source_view` by `keys` (bookkeeping rows such as the progress marker)."""
+    sets = ", ".join(f"t.{bq(c)} = s.{bq(c)}" for c in columns if c not in keys)
+    return (f"MERGE INTO {delta_path(url)} t USING {bq(source_view)} s ON {_on(keys)} "
+            f"WHEN MATCHED THEN UPDATE SET {sets} "
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(bq(c) for c in columns)}) "
+            f"VALUES ({', '.join('s.' + bq(c) for c in columns)})")

@@ -83,8 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             applied = result.tables.get(t.name)
             pipes.report_asset_materialization(
                 asset_key=f"silver/{t.name}",
-                metadata={"events": applied.events if applied else 0, "merged": applied.merged if applied else 0,
-                          "truncated": bool(applied and applied.truncated),
+                metadata={"events": applied.events if applied else 0,
+                          "merged": applied.silver.metrics.get("offered", 0) if applied else 0,
+                          "truncated": bool(applied and applied.silver.metrics.get("truncated")),
                           "unity_catalog_table": unity_catalog_name(args.catalog, args.client, "silver", t.name)},
             )
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,6 +20,17 @@ def ensure_spark_home() -> None:
         os.environ.setdefault("SPARK_HOME", list(spec.submodule_search_locations)[0])
 
 
+def _check_reachable(remote: str, timeout: float = 3.0) -> None:
+    """A one-line error at once when nothing listens at `remote`: the client would retry a refused connection
+    for minutes."""
+    host, _, port = remote.removeprefix("sc://").partition("/")[0].partition(";")[0].partition(":")
+    try:
+        socket.create_connection((host, int(port or 15002)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise SettingsError(f"Spark Connect server {remote} is unreachable ({e}): start it (`dw stack up --spark`) "
+                            "or fix DW_SPARK_REMOTE") from None
+
+
 @contextmanager
 def spark_session(settings: Settings | None = None, remote: str | None = None) -> Iterator["SparkSession"]:  # noqa: F821
     """A new session (closed on exit). UTC: the lake's timestamps are UTC instants."""
@@ -26,6 +38,7 @@ def spark_session(settings: Settings | None = None, remote: str | None = None) -
     if not remote:
         raise SettingsError("DW_SPARK_REMOTE is not set and the stack runs no Sail: `dw stack up --spark`, or set "
                             "DW_SPARK_REMOTE=sc://host:port")
+    _check_reachable(remote)
     ensure_spark_home()
     from pyspark.sql.connect.session import SparkSession
 

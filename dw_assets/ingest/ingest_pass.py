@@ -51,14 +51,14 @@ def apply_one(settings: Settings, client: str, database: str, model: StandardMod
     `lakehouse.apply.apply_files`).
     """
     from dw_assets.checks.conformance import production_conformance
-    from dw_assets.lakehouse.apply import apply_files
+    from dw_assets.engine.dispatch import apply_with_engine
 
     out = outcome or ClientOutcome(client, database)
     out.conformance = conformance if conformance is not None else production_conformance(settings, client, model)
     if not out.conformance.conforming:
         out.error = f"{len(out.conformance.breaking)} breaking schema difference(s): silver not updated"
         return out
-    out.apply = apply_files(settings, client, files, model, database=database, rows=rows)
+    out.apply = apply_with_engine(settings, client, model, database=database, files=files, rows=rows)
     if out.apply.failed:
         out.error = "; ".join(f"{t}: {e}" for t, e in out.apply.failed.items())
     return out

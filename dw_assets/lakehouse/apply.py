@@ -138,9 +138,19 @@ def apply_corrections(settings: Settings, client: str, corrections: pa.Table, mo
         return _apply(settings, client, model, database, source_schema, threads, corrections)
 
 
+def apply_to_bronze(settings: Settings, client: str, model: StandardModel, database: str | None = None,
+                    files: Sequence[LandingFile] | None = None,
+                    rows: Mapping[str, pa.Table] | None = None) -> ApplyResult:
+    """Steps 1-3 only (tables, landing files -> bronze, manifest), for an engine that applies silver itself
+    (the Spark engine, `engine/dispatch.py`). The caller holds the client's `apply_lock`."""
+    return _apply(settings, client, model, database, None, None, None, None if files is None else list(files),
+                  rows, local_silver=False)
+
+
 def _apply(settings: Settings, client: str, model: StandardModel | None, database: str | None,
            source_schema: SourceSchema | None, threads: int | None, corrections: pa.Table | None,
-           files: list[LandingFile] | None = None, rows: Mapping[str, pa.Table] | None = None) -> ApplyResult:
+           files: list[LandingFile] | None = None, rows: Mapping[str, pa.Table] | None = None,
+           local_silver: bool = True) -> ApplyResult:
     started = time.perf_counter()
     model = model or load_model(settings.model_path)
     database = database or client
@@ -191,8 +201,8 @@ def _apply(settings: Settings, client: str, model: StandardModel | None, databas
             manifest = pool.submit(state.record_files, manifest_rows, now) if manifest_rows else None
             silver = {t.name: pool.submit(_silver_task, settings, client, t, state, target, bool(pending),
                                           batch_rows.get(t.name), source, con, now, result.tables[t.name], bronze)
-                      for t in model.tables
-                      if t.name in batch_rows or state.last_batch_of.get(t.name, 0) > state.applied.get(t.name, 0)}
+                      for t in model.tables if local_silver and (
+                          t.name in batch_rows or state.last_batch_of.get(t.name, 0) > state.applied.get(t.name, 0))}
             for fut in silver.values():
                 fut.result()  # an outage or a bug: propagates (the pool still finishes the other tables)
             if manifest is not None:
@@ -313,15 +323,22 @@ def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, 
         cur.close()
 
 
-def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, source: SourceSchema,
-                 state: ClientState, con: duckdb.DuckDBPyConnection, now: datetime, tr: TableApply,
-                 batch: int | None = None, silver_dt: DeltaTable | None = None,
-                 bronze: pads.Dataset | None = None) -> None:
-    """Step 4 for one table: evolve the schema if needed, truncate, MERGE into silver, update history; `batch`
-    (None: a quarantine retry, outside the batch sequence) is recorded as the table's progress."""
-    silver_dt = silver_dt or open_table(settings, table_url(settings, "silver", client, t.name))
-    assert silver_dt is not None
-    lake_schema = pa.schema(silver_dt.schema().to_arrow())
+@dataclass
+class PreparedChanges:
+    """One table's changes ready for either engine's set-based step: decoded to the lake types, minus the
+    quarantined and held ones; `data_fields` the lake's data columns after any evolution."""
+
+    typed: pa.Table
+    data_fields: list[pa.Field]
+    evolved: bool  # columns were added (the table's open version is stale)
+
+
+def prepare_changes(settings: Settings, client: str, t: Table, events: pa.Table, source: SourceSchema,
+                    con: duckdb.DuckDBPyConnection, now: datetime, tr: TableApply,
+                    lake_schema: pa.Schema) -> PreparedChanges:
+    """The engine-independent front of step 4 (both engines call it): add the new nullable columns the events
+    carry (typed by the source schema), decode the row images, quarantine what does not decode and hold the later
+    changes of its keys. Raises SchemaChangeError for a change not applied silently."""
     new_fields = plan_new_columns(client, t.name, lake_schema, changes.image_columns(con, events), source)
     if new_fields:
         layers = ("silver", "silver_history") if t.options.scd2 else ("silver",)
@@ -331,8 +348,7 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
     data_fields = [f for f in lake_schema if not f.name.startswith(DW_PREFIX)]
     # Rows that do not decode, and later changes of their keys, go to the quarantine; the rest applies.
     specs = {c.name: c.type for c in t.columns}
-    encoding = Encoding(settings.cdc_time_precision_mode, settings.cdc_decimal_handling_mode)
-    decoded = changes.decode_events(con, events, data_fields, specs, encoding)
+    decoded = changes.decode_events(con, events, data_fields, specs, encoding_of(settings))
     held = quarantine.hold(settings, client, t.name, events, decoded.failed, decoded.rows, now)
     typed = decoded.typed
     if held.failed or held.held:
@@ -341,10 +357,32 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
         log.error("apply %s.%s: %d change(s) quarantined, %d held behind them: %s", client, t.name, held.failed,
                   held.held, "; ".join(held.errors))
     tr.events = events.num_rows
+    if typed.num_rows:
+        tr.latest_source_ts_ms = pc.max(typed[SOURCE_TS]).as_py()
+    return PreparedChanges(typed, data_fields, bool(new_fields))
+
+
+def encoding_of(settings: Settings) -> Encoding:
+    return Encoding(settings.cdc_time_precision_mode, settings.cdc_decimal_handling_mode)
+
+
+def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, source: SourceSchema,
+                 state: ClientState, con: duckdb.DuckDBPyConnection, now: datetime, tr: TableApply,
+                 batch: int | None = None, silver_dt: DeltaTable | None = None,
+                 bronze: pads.Dataset | None = None) -> None:
+    """Step 4 for one table: evolve the schema if needed, truncate, MERGE into silver, update history; `batch`
+    (None: a quarantine retry, outside the batch sequence) is recorded as the table's progress."""
+    silver_dt = silver_dt or open_table(settings, table_url(settings, "silver", client, t.name))
+    assert silver_dt is not None
+    prepared = prepare_changes(settings, client, t, events, source, con, now, tr,
+                               pa.schema(silver_dt.schema().to_arrow()))
+    typed, data_fields = prepared.typed, prepared.data_fields
+    specs = {c.name: c.type for c in t.columns}
+    encoding = encoding_of(settings)
 
     truncate_at = changes.truncate_order(events)
     stored = state.truncated.get(t.name)
-    current = not new_fields  # silver_dt is still the table's latest version (no ALTER, no truncate)
+    current = not prepared.evolved  # silver_dt is still the table's latest version (no ALTER, no truncate)
     if truncate_at is not None and (stored is None or truncate_at > stored):
         tr.truncated_rows = truncate_silver(settings, client, t.name, truncate_at)
         state.record_truncation(t.name, truncate_at, now)
@@ -365,5 +403,3 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
         truncates = events.filter(pc.equal(events["op"], "t")).select([*ORDER_COLUMNS, "source_ts_ms"]).rename_columns(
             [*ORDER_COLUMNS, SOURCE_TS])
         tr.history = apply_history(settings, client, t.name, keys, columns, typed, truncates, con, batch=batch)
-    ts = pc.max(typed[SOURCE_TS]).as_py() if typed.num_rows else None
-    tr.latest_source_ts_ms = ts

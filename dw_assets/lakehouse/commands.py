@@ -13,12 +13,11 @@ from dw_assets.cli import CommandError
 from dw_assets.identifiers import validate_client_name
 from dw_assets.settings import Settings
 
-from .apply import ApplyResult, apply_client
+from .apply import ApplyResult
 from .maintenance import DEFAULT_RETENTION_HOURS, lake_clients, maintain_lake
 from .migration import migrate_client
 from .quarantine import quarantined_clients
 from .quarantine_resolve import discard, retry, summarize
-from .tables import ensure_client_tables
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,14 +62,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_init(settings: Settings, client: str) -> int:
     validate_client_name(client)
-    created = ensure_client_tables(settings, client, settings.standard_model())
+    from dw_assets.engine.dispatch import ensure_tables_with_engine
+
+    created = ensure_tables_with_engine(settings, client, settings.standard_model())
     Console().print(f"{len(created)} table(s) created for {client}" + "".join(f"\n  {u}" for u in created))
     return 0
 
 
 def cmd_apply(settings: Settings, client: str, database: str | None, as_json: bool) -> int:
     validate_client_name(client)
-    r = apply_client(settings, client, settings.standard_model(), database=database)
+    from dw_assets.engine.dispatch import apply_with_engine
+
+    r = apply_with_engine(settings, client, settings.standard_model(), database=database)
     if as_json:
         print(json.dumps(_as_json(r), indent=2, default=str))
     else:

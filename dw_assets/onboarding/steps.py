@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from dw_assets.lakehouse.apply import apply_client
-from dw_assets.lakehouse.tables import ensure_client_tables
+from dw_assets.engine.dispatch import apply_with_engine, ensure_tables_with_engine
 from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
@@ -100,7 +99,7 @@ def partition(ctx: OnboardingContext) -> Detail:
 
 
 def tables(ctx: OnboardingContext) -> Detail:
-    created = ensure_client_tables(ctx.settings, ctx.client, ctx.model)
+    created = ensure_tables_with_engine(ctx.settings, ctx.client, ctx.model)
     return {"summary": f"{len(created)} Delta table(s) created", "created": created}
 
 
@@ -133,7 +132,7 @@ def land(ctx: OnboardingContext) -> Detail:
 
 
 def apply(ctx: OnboardingContext) -> Detail:
-    result = apply_client(ctx.settings, ctx.client, ctx.model, database=ctx.database)
+    result = apply_with_engine(ctx.settings, ctx.client, ctx.model, database=ctx.database)
     if not result.ok:
         raise RuntimeError(f"apply failed for {', '.join(f'{t}: {e}' for t, e in result.failed.items())}")
     rows = {t: r.silver.inserted for t, r in result.tables.items() if r.silver.inserted}

@@ -5,11 +5,14 @@ answers through the Spark Connect client, stopped by PID.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from dw_assets.settings import S3Settings
 
 from .process import ServiceError, pid_alive, port_in_use, spawn, stop_pid, tail, wait_until
 
@@ -70,13 +73,16 @@ class SailServer:
     def log(self) -> Path:
         return self.base / "sail.log"
 
-    def start(self, timeout: float = 60.0) -> int:
+    def start(self, timeout: float = 60.0, s3: "S3Settings | None" = None) -> int:
+        """Start and wait for a real query. `s3`: the endpoint and keys of a lake on S3 (e.g. the stack's moto),
+        given to Sail through the AWS SDK's environment variables."""
         if port_in_use(self.port):
             raise ServiceError(f"Sail (Spark Connect) cannot start: port {self.port} on 127.0.0.1 is already in use "
                                "(set another with --spark-port)")
         self.base.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, **s3.storage_options()) if s3 is not None else None
         proc = spawn([sail_binary(), "spark", "server", "--ip", "127.0.0.1", "--port", str(self.port),
-                      "-C", str(self.base)], self.log)
+                      "-C", str(self.base)], self.log, env=env)
         ready = lambda: proc.poll() is not None or (port_in_use(self.port) and spark_answers(self.remote))
         wait_until(ready, timeout, 0.2)
         if proc.poll() is not None or not spark_answers(self.remote):

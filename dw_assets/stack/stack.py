@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from ..settings import DEFAULT_KAFKA_PORT, DEFAULT_MARIADB_PORT, STATE_FILE
+from ..settings import DEFAULT_KAFKA_PORT, DEFAULT_MARIADB_PORT, STATE_FILE, S3Settings
 from . import dagster_home as dagster_home_config
 from .broker import TansuBroker, kafka_answers
 from .dagster_home import REPO_ROOT
@@ -222,7 +222,10 @@ class Stack:
             self.progress(f"Sail (Spark Connect) already running on {sail.remote}")
             return
         self.progress(f"starting Sail (Spark Connect) on {sail.remote}")
-        pid = sail.start()
+        s3 = state.get("s3", {})
+        pid = sail.start(s3=S3Settings(endpoint_url=s3["endpoint_url"], region=s3["region"],
+                                       access_key_id=s3["access_key_id"], secret_access_key=s3["secret_access_key"],
+                                       allow_http=True) if s3.get("endpoint_url") else None)
         started.append(("spark", pid))
         sp.update(pid=pid, port=sail.port, remote=sail.remote, log=str(sail.log))
         self.write_state(state)
