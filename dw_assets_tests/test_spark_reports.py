@@ -4,19 +4,24 @@ as the local DuckDB engine, per client and for the portfolio; for the shipped mo
 own with a report of its own."""
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from deltalake import write_deltalake
 
+from dw_assets.engine.session import spark_session
+from dw_assets.engine.spark_reports import SparkReportEngine, conform
 from dw_assets.lakehouse.apply import apply_client
 from dw_assets.lakehouse.evolution import StaticSourceSchema
+from dw_assets.lakehouse.paths import table_url
 from dw_assets.lakehouse.synthetic import LandingFeed
 from dw_assets.lakehouse.tables import SOURCE_TS
 from dw_assets.model import StandardModel, load_model
 from dw_assets.reports.build import build_reports
 from dw_assets.reports.catalog import load_reports
-from dw_assets.reports.engine import PORTFOLIO_SCOPE
+from dw_assets.reports.engine import PORTFOLIO_SCOPE, ReportEngine, Scope
 from dw_assets.reports.gold import build_client_gold, build_portfolio_gold, read_gold
 from dw_assets.reports.synthetic_lake import TableGenerator, expected_row_counts
 from dw_assets.settings import Settings, load_settings
@@ -122,11 +127,16 @@ ORDER BY a.level
 """
 
 
-def test_a_models_own_report_gives_the_same_gold_on_spark(sail, tmp_path: Path):
+def _tiny_model_file(tmp_path: Path) -> Path:
+    """The lakehouse tests' tiny model with a report folder of its own (BALANCES_SQL)."""
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "balances.sql").write_text(BALANCES_SQL)
     (tmp_path / "model.yaml").write_text(TINY_MODEL + "reports: reports\n")
-    model = load_model(tmp_path / "model.yaml")
+    return tmp_path / "model.yaml"
+
+
+def test_a_models_own_report_gives_the_same_gold_on_spark(sail, tmp_path: Path):
+    model = load_model(_tiny_model_file(tmp_path))
     settings = _settings(tmp_path, "html")
     for n, client in enumerate(CLIENTS):
         feed = LandingFeed(settings, client, KEYS)
@@ -139,3 +149,27 @@ def test_a_models_own_report_gives_the_same_gold_on_spark(sail, tmp_path: Path):
     gold = _assert_same_gold(tmp_path, sail, model, pages=True)
     portfolio = gold[(PORTFOLIO_SCOPE, "balances")]
     assert sum(portfolio["accounts"].to_pylist()) == 2 * 38
+
+
+def test_spark_views_match_the_local_ones_for_odd_silver(sail, tmp_path: Path):
+    """A client lacking a column, one lacking the table, one whose table has column mapping switched on (Sail reads
+    those as NULLs): every view reads the same rows and types on both engines."""
+    model = load_model(_tiny_model_file(tmp_path))
+    s = _settings(tmp_path, "html")
+    full = pa.table({"account_id": pa.array([1, 2], pa.int64()), "displayName": ["a", "b"],
+                     "balance": pa.array([Decimal("1.10"), Decimal("-2.05")], pa.decimal128(14, 2))})
+    write_deltalake(table_url(s, "silver", "north", "accounts"), full.select(["account_id", "balance"]))
+    write_deltalake(table_url(s, "silver", "west", "accounts"), full,
+                    configuration={"delta.columnMapping.mode": "name"})
+    scope = Scope.portfolio(["north", "south", "west"])
+    sql = "SELECT client, account_id, displayName, balance, level FROM accounts"
+    with ReportEngine(s, scope, model) as local, spark_session(remote=sail) as spark, \
+            SparkReportEngine(s, scope, model, session=spark) as on_spark:
+        local.ensure_tables(["accounts", "entries"])
+        on_spark.ensure_tables(["accounts", "entries"])
+        want = local.query(sql)
+        got = conform(on_spark.query(sql), want.schema)
+        assert _rows(got) == _rows(want) and want.num_rows == 4
+        assert {r["client"] for r in want.to_pylist() if r["displayName"]} == {"west"}
+        assert on_spark.query("SELECT count(*) AS n FROM entries").to_pylist() == [{"n": 0}]
+        assert on_spark.clients_with_data(load_reports(model)[0]) == ("north", "west")

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import duckdb
 import pyarrow as pa
+from deltalake import DeltaTable
 
 from dw_assets.lakehouse.changes import qi
 from dw_assets.lakehouse.paths import open_table, table_url
@@ -45,6 +46,12 @@ def result_schema(spec: ReportSpec, model: StandardModel) -> pa.Schema:
         return con.sql(spec.sql).limit(0).to_arrow_table().schema
     finally:
         con.close()
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    """DataFusion answers with string_view/binary_view, which the Spark Connect client cannot send."""
+    plain = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+    return table.cast(pa.schema([f.with_type(plain.get(f.type, f.type)) for f in table.schema]))
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -98,44 +105,45 @@ class SparkReportEngine:
             if name not in self._present:
                 self._register(self.model.table(name))
 
-    def _temp_view(self, name: str, frame) -> None:
-        frame.createOrReplaceTempView(name)
-        self._views.append(name)
-
     def _register(self, table: Table) -> None:
-        selects, present, newest = [], [], []
-        for i, client in enumerate(self.scope.clients):
-            raw = f"_src_{table.name}_{i}"
+        from pyspark.sql import functions as F
+
+        frames, present, newest = [], [], []
+        for client in self.scope.clients:
             url = table_url(self.settings, "silver", client, table.name)
             dt = open_table(self.settings, url)
-            if dt is None:  # never written: no rows, typed by the model
-                selects.append(self._select(table, client, set(), None))
-                continue
-            if dt.metadata().configuration.get("delta.columnMapping.mode", "none") != "none":
-                # Sail 0.7.2 reads column-mapping `name` tables as all NULLs: send DataFusion's rows instead.
-                frame = self.spark.createDataFrame(pa.table(arrow_source(dt)))
-            else:
-                frame = self.spark.read.format("delta").option("versionAsOf", dt.version()).load(url)
-            self._temp_view(raw, frame)
-            columns = {f.name for f in dt.schema().fields}
-            present.append(client)
-            if self.source_ts_column in columns:
-                value = self.spark.sql(f"SELECT max({bq(self.source_ts_column)}) FROM {bq(raw)}").collect()[0][0]
-                if value is not None:
-                    newest.append(int(value))
-            selects.append(self._select(table, client, columns, raw))
-        self._temp_view(table.name, self.spark.sql("\nUNION ALL\n".join(selects)))
+            frame, columns = self.spark.range(0), set()  # never written: no rows, typed by the model
+            if dt is not None:
+                present.append(client)
+                columns = {f.name for f in dt.schema().fields}
+                frame = self._read(dt, url)
+                if frame is not None and self.source_ts_column in columns:
+                    value = frame.agg(F.max(self.source_ts_column)).collect()[0][0]
+                    if value is not None:
+                        newest.append(int(value))
+                elif frame is None:
+                    frame, columns = self.spark.range(0), set()
+            # The DataFrame API, not SQL text: the client name and column names are never formatted into SQL.
+            cols = [F.lit(client).alias("client")]
+            for c in table.columns:
+                cols.append(F.col(bq(c.name)) if c.name in columns
+                            else F.lit(None).cast(spark_sql_type(arrow_type(c.type))).alias(c.name))
+            frames.append(frame.select(*cols))
+        view = frames[0]
+        for frame in frames[1:]:
+            view = view.unionAll(frame)  # by position: every frame has the model's columns in order
+        view.createOrReplaceTempView(table.name)
+        self._views.append(table.name)
         self._present[table.name] = tuple(present)
         self._newest[table.name] = max(newest) if newest else None
 
-    @staticmethod
-    def _select(table: Table, client: str, columns: set[str], raw: str | None) -> str:
-        # The client name is a validated identifier-shaped name (CLIENT_NAME_RE), safe as a literal.
-        cols = [f"'{client}' AS client"]
-        for c in table.columns:
-            cols.append(bq(c.name) if c.name in columns
-                        else f"CAST(NULL AS {spark_sql_type(arrow_type(c.type))}) AS {bq(c.name)}")
-        return f"SELECT {', '.join(cols)} " + (f"FROM {bq(raw)}" if raw else "WHERE 1 = 0")
+    def _read(self, dt: DeltaTable, url: str):
+        """The table at the version `dt` holds (None: column-mapped and empty)."""
+        if dt.metadata().configuration.get("delta.columnMapping.mode", "none") != "none":
+            # Sail 0.7.2 reads column-mapping `name` tables as all NULLs: send DataFusion's rows instead.
+            rows = _plain_strings(pa.table(arrow_source(dt)))
+            return self.spark.createDataFrame(rows) if rows.num_rows else None  # no schema inferred from none
+        return self.spark.read.format("delta").option("versionAsOf", dt.version()).load(url)
 
     # ---- running ------------------------------------------------------------------------------------------
 
