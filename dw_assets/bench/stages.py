@@ -29,6 +29,8 @@ SIZES: dict[str, dict[str, tuple[Any, Any]]] = {
               # One client micro-batch (~200 changes over 8 tables): batches timed, rows per table of the large run.
               "micro_batches": (7, 3), "micro_large_rows": (200_000, 50_000)},
     "reports": {"order_rows": (10_000_000, 1_000_000), "clients": (10, 10)},
+    # Quick: a twentieth, so Sail's pass fits the quick budget on a busy machine (1M took 260-350 s at load 11-25).
+    "spark-reports": {"order_rows": (10_000_000, 500_000), "clients": (10, 10)},
     # Quick: a batch of 2, not 5: one onboarding pass costs ~12 s of fixed steps whatever its size.
     "onboard": {"rows": (10_000, 1_000), "batch": (50, 2)},
     # Full 200k (500k took 819 s: every repetition reads all rows twice, ~8k rows/s); quick 20k: the CI suite
@@ -291,6 +293,35 @@ def bench_reports(settings: Settings, quick: bool) -> StageResult:
     if quick:
         notes.append(f"quick: {p['order_rows']:,} order rows (a tenth of the full 10M).")
     return StageResult("reports", [fig], params=p, notes=notes)
+
+
+def bench_spark_reports(settings: Settings, quick: bool) -> StageResult:
+    """The portfolio reports on Spark (Sail) beside the local engine, same silver, interleaved in the same run."""
+    from dw_assets.reports.bench import EnginesBench
+
+    p = size("spark-reports", quick)
+    with EnginesBench(settings, p["order_rows"], p["clients"]) as bench:
+        # Warm-up: the smallest report on each engine (sessions, Sail's planner, the file cache), not all five.
+        warm_report = [min(bench.specs, key=lambda s: len(s.silver_tables)).name]
+        runs, warm = _measure(bench.once, warm_fn=lambda: bench.once(warm_report))
+        sail_rss = bench.sail_rss_mb()
+    fig = Figure(
+        "spark-reports", f"portfolio reports ({len(bench.specs)}) on Spark (Sail), {bench.order_rows:,} order rows, "
+        f"{p['clients']} clients", "s", [r["spark_s"] for r in runs],
+        "local engine (DuckDB), same reports and silver, same run", [r["local_s"] for r in runs],
+        higher_is_better=False, kind="time",
+        bound="Spark: Sail scans the silver Delta tables by path and runs the same SQL; the result comes back as "
+              "Arrow over gRPC and is written by the shared gold writer. Local: DuckDB over the silver Parquet files.",
+        extra={"peak_rss_mb": {"bench process after the local engine": round(bench.local_rss_mb or 0, 1),
+                               "bench process (both engines)": round(peak_rss_mb() or 0, 1),
+                               "sail": round(sail_rss or 0, 1)},
+               "per_report_seconds": {"spark": runs[-1]["spark_per_report_s"], "local": runs[-1]["local_per_report_s"]},
+               "input_rows": sum(bench.lake.rows.values()), "generate_lake_s": round(bench.lake.seconds, 2),
+               "warmup": {"report": warm_report[0], "spark_s": round(warm["spark_s"], 3),
+                          "local_s": round(warm["local_s"], 3)}})
+    notes = [f"quick: {p['order_rows']:,} order rows (a twentieth of the full 10M)."] if quick else []
+    return StageResult("spark-reports", [fig], params=p, notes=notes,
+                       processes={"sail": sail_rss, "bench": peak_rss_mb()})
 
 
 # ---- onboarding ------------------------------------------------------------------------------------------------

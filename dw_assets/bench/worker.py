@@ -17,7 +17,8 @@ from dw_assets.settings import Settings, load_settings
 
 from .harness import StageResult
 
-STAGES = ("cli", "cdc", "landing", "apply", "reports", "e2e", "onboard", "reconcile", "scale", "spark")
+STAGES = ("cli", "cdc", "landing", "apply", "reports", "e2e", "onboard", "reconcile", "scale", "spark",
+          "spark-reports")
 
 
 def run_stage(stage: str, settings: Settings, quick: bool, work: Path) -> StageResult:
@@ -71,6 +72,8 @@ def run_stage(stage: str, settings: Settings, quick: bool, work: Path) -> StageR
         from dw_assets.engine.bench import run_spark_bench
 
         return run_spark_bench(quick, work_dir=work / "spark")
+    if stage == "spark-reports":
+        return stages.bench_spark_reports(settings, quick)
     if stage == "scale":
         from .scale import run_scale_bench
 

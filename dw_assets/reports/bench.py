@@ -2,7 +2,8 @@
 
 `run_portfolio_bench` builds (or reuses) a lake of `order_rows` fact rows split over `clients` clients under
 `<home>/bench/reports/`, then times `build_portfolio_gold` (all reports: DuckDB queries plus the gold Delta
-writes), reporting seconds, fact rows per second and the time per report.
+writes), reporting seconds, fact rows per second and the time per report. `EnginesBench` runs the same portfolio
+build on the Spark engine (a Sail server of its own) beside the local one.
 """
 from __future__ import annotations
 
@@ -63,3 +64,52 @@ def run_portfolio_bench(settings: Settings, order_rows: int = FULL_ORDER_ROWS, c
         "per_report_seconds": {k: round(statistics.median(v), 3) for k, v in per_report.items() if v},
         "output_rows": out_rows, "peak_rss_mb": round(peak_rss_mb() or 0, 1), "lake": bench.lake_url,
     }
+
+
+class EnginesBench:
+    """The portfolio reports on both engines over one synthetic silver: the local DuckDB engine in this process
+    and Spark on a Sail server started for the bench (`dw bench spark-reports`). Use as a context manager; each
+    `once()` builds the portfolio gold with each engine in turn, so both see the same machine load."""
+
+    def __init__(self, settings: Settings, order_rows: int, clients: int):
+        from dw_assets.stack.process import find_free_port
+        from dw_assets.stack.sail import SailServer
+
+        self.model = load_model()
+        self.specs = load_reports(self.model)
+        self.local = bench_settings(settings, order_rows)
+        self.names = [f"bench_{i:03d}" for i in range(1, clients + 1)]
+        tables = sorted({t for s in self.specs for t in s.silver_tables})
+        self.lake = write_synthetic_lake(self.local, self.names, order_rows, tables, self.model)
+        self.sail = SailServer(Path(settings.home) / "bench" / "sail", find_free_port())
+        self.pid: int | None = None
+        self.local_rss_mb: float | None = None  # this process's peak after the first local build (Spark not yet run)
+
+    def __enter__(self) -> "EnginesBench":
+        self.pid = self.sail.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sail.stop(self.pid)
+
+    @property
+    def order_rows(self) -> int:
+        return self.lake.rows.get(fact_table(self.model).name, 0)
+
+    def sail_rss_mb(self) -> float | None:
+        return peak_rss_mb(self.pid)
+
+    def once(self, reports: list[str] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for engine, settings in (("local", self.local),
+                                 ("spark", replace(self.local, engine="spark", spark_remote=self.sail.remote))):
+            t0 = time.perf_counter()
+            results = build_portfolio_gold(settings, self.names, reports, model=self.model)
+            out[f"{engine}_s"] = time.perf_counter() - t0
+            out[f"{engine}_rows"] = {r.name: r.table.num_rows for r in results}
+            out[f"{engine}_per_report_s"] = {r.name: round(r.seconds, 3) for r in results}
+            if engine == "local" and self.local_rss_mb is None:
+                self.local_rss_mb = peak_rss_mb()
+        if out["spark_rows"] != out["local_rows"]:  # a faster wrong answer is not a figure
+            raise RuntimeError(f"the engines disagree on report row counts: {out['spark_rows']} vs {out['local_rows']}")
+        return out

@@ -1,0 +1,167 @@
+"""The report SQL on Spark (Sail locally over Spark Connect, or a Databricks cluster): the same views and the
+same SQL text as the DuckDB engine, with the result in the DuckDB engine's schema so gold is written alike.
+
+Per scope and model table, one temporary view named after the table holds the model's columns plus `client`
+(a UNION ALL over the clients for the portfolio), over the silver Delta tables read by path at the version
+deltalake opened, so the freshness recorded and the rows read are one snapshot.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Sequence
+
+import duckdb
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from dw_assets.lakehouse.changes import qi
+from dw_assets.lakehouse.paths import open_table, table_url
+from dw_assets.model import StandardModel, Table
+from dw_assets.model.types import arrow_type
+from dw_assets.reports.catalog import ReportSpec
+from dw_assets.reports.engine import ReportRun, Scope, run_report
+from dw_assets.reports.silver_source import DEFAULT_SOURCE_TS_COLUMN, arrow_source, empty_table
+from dw_assets.settings import Settings
+
+from .apply_sql import bq
+from .session import spark_session
+
+
+def spark_sql_type(t: pa.DataType) -> str:
+    """The Spark SQL name of an Arrow type of the model (for the NULL column of a column a table lacks yet)."""
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    return from_arrow_type(t).simpleString()
+
+
+def result_schema(spec: ReportSpec, model: StandardModel) -> pa.Schema:
+    """The schema the DuckDB engine gives `spec`'s result: the same query bound over empty, model-typed views."""
+    con = duckdb.connect()
+    try:
+        for name in spec.silver_tables:
+            empty = empty_table(model.table(name))
+            con.register(f"_empty_{name}", empty)
+            con.execute(f"CREATE VIEW {qi(name)} AS SELECT CAST(NULL AS VARCHAR) AS client, * "
+                        f"FROM {qi('_empty_' + name)}")
+        return con.sql(spec.sql).limit(0).to_arrow_table().schema
+    finally:
+        con.close()
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    """DataFusion answers with string_view/binary_view, which the Spark Connect client cannot send."""
+    plain = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+    return table.cast(pa.schema([f.with_type(plain.get(f.type, f.type)) for f in table.schema]))
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Spark's result in the DuckDB engine's column types (e.g. a DECIMAL(24,2) sum becomes DECIMAL(38,2));
+    a cast that would lose a value raises rather than writing a different gold table."""
+    if table.column_names != schema.names:
+        raise ValueError(f"Spark returned columns {table.column_names}, the report defines {schema.names}")
+    return pa.Table.from_arrays([_cast(c, f.type) for c, f in zip(table.columns, schema)], schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
+    if pa.types.is_decimal(column.type) and pa.types.is_floating(to):
+        # Arrow scales decimals to floats inexactly (70.32 -> 70.32000000000001); the text parses to the nearest.
+        return column.cast(pa.string()).cast(to)
+    return column.cast(to)
+
+
+class SparkReportEngine:
+    """Runs report SQL for one scope on a Spark Connect session; the same interface as `ReportEngine`.
+
+    Pass `session` to share one (the caller closes it); otherwise one is opened to `settings.spark_remote`.
+    """
+
+    def __init__(self, settings: Settings, scope: Scope, model: StandardModel | None = None,
+                 source_ts_column: str = DEFAULT_SOURCE_TS_COLUMN, session=None):
+        self.settings, self.scope, self.model = settings, scope, model or settings.standard_model()
+        self.source_ts_column = source_ts_column
+        self._stack = ExitStack()
+        self.spark = session if session is not None else self._stack.enter_context(spark_session(settings))
+        self._present: dict[str, tuple[str, ...]] = {}  # table -> clients whose silver table exists
+        self._newest: dict[str, int | None] = {}
+        self._views: list[str] = []
+
+    def __enter__(self) -> "SparkReportEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            for view in self._views:  # a shared session outlives this scope: leave no view of it behind
+                self.spark.catalog.dropTempView(view)
+        finally:
+            self._stack.close()
+
+    # ---- registration -------------------------------------------------------------------------------------
+
+    def ensure_tables(self, names: Sequence[str]) -> None:
+        for name in names:
+            if name not in self._present:
+                self._register(self.model.table(name))
+
+    def _register(self, table: Table) -> None:
+        from pyspark.sql import functions as F
+
+        frames, present, newest = [], [], []
+        for client in self.scope.clients:
+            url = table_url(self.settings, "silver", client, table.name)
+            dt = open_table(self.settings, url)
+            frame, columns = self.spark.range(0), set()  # never written: no rows, typed by the model
+            if dt is not None:
+                present.append(client)
+                columns = {f.name for f in dt.schema().fields}
+                frame = self._read(dt, url)
+                if frame is not None and self.source_ts_column in columns:
+                    value = frame.agg(F.max(self.source_ts_column)).collect()[0][0]
+                    if value is not None:
+                        newest.append(int(value))
+                elif frame is None:
+                    frame, columns = self.spark.range(0), set()
+            # The DataFrame API, not SQL text: the client name and column names are never formatted into SQL.
+            cols = [F.lit(client).alias("client")]
+            for c in table.columns:
+                cols.append(F.col(bq(c.name)) if c.name in columns
+                            else F.lit(None).cast(spark_sql_type(arrow_type(c.type))).alias(c.name))
+            frames.append(frame.select(*cols))
+        view = frames[0]
+        for frame in frames[1:]:
+            view = view.unionAll(frame)  # by position: every frame has the model's columns in order
+        view.createOrReplaceTempView(table.name)
+        self._views.append(table.name)
+        self._present[table.name] = tuple(present)
+        self._newest[table.name] = max(newest) if newest else None
+
+    def _read(self, dt: DeltaTable, url: str):
+        """The table at the version `dt` holds (None: column-mapped and empty)."""
+        if dt.metadata().configuration.get("delta.columnMapping.mode", "none") != "none":
+            # Sail 0.7.2 reads column-mapping `name` tables as all NULLs: send DataFusion's rows instead.
+            rows = _plain_strings(pa.table(arrow_source(dt)))
+            return self.spark.createDataFrame(rows) if rows.num_rows else None  # no schema inferred from none
+        return self.spark.read.format("delta").option("versionAsOf", dt.version()).load(url)
+
+    # ---- running ------------------------------------------------------------------------------------------
+
+    def clients_with_data(self, spec: ReportSpec) -> tuple[str, ...]:
+        self.ensure_tables(spec.silver_tables)
+        have = {c for t in spec.silver_tables for c in self._present[t]}
+        return tuple(c for c in self.scope.clients if c in have)
+
+    def newest_source_ts_ms(self, tables: Sequence[str]) -> int | None:
+        self.ensure_tables(tables)
+        values = [v for t in tables if (v := self._newest.get(t)) is not None]
+        return max(values) if values else None
+
+    def query(self, sql: str) -> pa.Table:
+        """Run any SQL over the registered views; returns Arrow."""
+        return self.spark.sql(sql).toArrow()
+
+    def run(self, spec: ReportSpec) -> ReportRun:
+        """Compute one report for the scope. Raises NoSilverData when no client has any of its tables."""
+        schema = result_schema(spec, self.model)
+        return run_report(self, spec, lambda sql: conform(self.spark.sql(sql).toArrow(), schema), " on Spark")
