@@ -25,6 +25,10 @@ from dw_assets.workload import seed_clients
 from .conftest import unique_client
 
 SOURCE_TS_COLUMN = "_dw_source_ts_ms"
+# The shipped reports' billable order statuses, for the MariaDB side of a comparison: values bound as parameters
+# (`source_query(..., f"... status {IN_BILLABLE}", BILLABLE)`), the markers are the only SQL text.
+BILLABLE = ("paid", "shipped", "delivered")
+IN_BILLABLE = "IN (" + ", ".join(["%s"] * len(BILLABLE)) + ")"
 
 
 def _arrow_column(column: Column, values: list[Any]) -> pa.Array:
