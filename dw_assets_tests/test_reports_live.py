@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import html
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import tempfile
@@ -19,6 +21,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
@@ -39,10 +42,9 @@ from dw_assets.workload import apply_batch, seed_clients
 
 from .conftest import unique_client
 from .fault_harness import ServicePipeline, create_topics, scenario_settings, wait_converged
-from .test_reports_support import source_query
+from .test_reports_support import BILLABLE, IN_BILLABLE, source_query
 
 CHROMIUM = Path("/usr/bin/chromium")
-BILLABLE = ("paid", "shipped", "delivered")  # daily_revenue's billable order statuses, for the MariaDB side
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +168,15 @@ def test_filtered_csv_equals_gold_rows_in_range(live, server):
         assert r.status_code == 200 and csv_rows(r.text) == []
         r = http.get(f"/clients/{a}?from=2024-13-01", headers=bearer(tokens[a]))
         assert r.status_code == 400 and "is not a date" in r.text
+        # The range presets end at the data's newest day and keep the other filters: "last 7 days" of one currency.
+        newest = max(dates)
+        latest = next(g["currency"] for g in gold if g["order_date"] == newest)
+        page = http.get(f"/clients/{a}", params={"currency": latest}, headers=bearer(tokens[a])).text
+        [query] = re.findall(r'<a data-days="7" href="\?([^"]+)"', page)
+        r = http.get(f"/clients/{a}/daily_revenue.csv?{html.unescape(query)}", headers=bearer(tokens[a]))
+        week = {(str(g["order_date"]), g["currency"]) for g in gold
+                if newest - timedelta(days=6) <= g["order_date"] and g["currency"] == latest}
+        assert week and {(x["order_date"], x["currency"]) for x in csv_rows(r.text)} == week
 
 
 # ---- the browser ------------------------------------------------------------------------------------------
@@ -242,9 +253,8 @@ def page_state(browser: Browser) -> tuple[str, int, dict[tuple[str, str], tuple[
 
 def mariadb_daily_revenue(settings: Settings, client: str) -> dict[tuple[str, str], tuple[int, Decimal]]:
     """daily_revenue's orders and revenue per day and currency, computed by MariaDB over the source tables."""
-    marks = ", ".join(["%s"] * len(BILLABLE))
     rows = source_query(settings, client, f"""SELECT DATE(ordered_at), currency, COUNT(*),
-        SUM(total_amount - discount_amount) FROM orders WHERE status IN ({marks})
+        SUM(total_amount - discount_amount) FROM orders WHERE status {IN_BILLABLE}
         GROUP BY DATE(ordered_at), currency""", BILLABLE)
     return {(str(d), cur): (int(n), Decimal(rev)) for d, cur, n, rev in rows}
 
@@ -273,8 +283,7 @@ def test_browser_page_shows_committed_change_within_10_s(live, server):
             browser.evaluate("window.__dw_no_reload = 1")
             navigations = browser.evaluate("performance.getEntriesByType('navigation').length")
 
-            marks = ", ".join(["%s"] * len(BILLABLE))
-            [(order_id,)] = source_query(settings, a, f"SELECT min(order_id) FROM orders WHERE status IN ({marks})",
+            [(order_id,)] = source_query(settings, a, f"SELECT min(order_id) FROM orders WHERE status {IN_BILLABLE}",
                                          BILLABLE)
             with db.connection(settings, database=a) as conn, conn.cursor() as cur:
                 cur.execute("UPDATE orders SET ordered_at = %s WHERE order_id = %s", (f"{day} 10:00:00", order_id))
