@@ -32,7 +32,7 @@ from dw_assets.settings import STATE_FILE, Settings, load_settings
 from dw_assets.stack import Stack
 from dw_assets.stack.broker import TansuBroker
 from dw_assets.stack.process import ServiceError, pid_alive, port_in_use, wait_until
-from dw_assets.stack.s3 import ensure_bucket
+from dw_assets.stack.s3 import LOCAL_KEY, ensure_bucket
 from dw_assets.stack.stack import BROKER_BUCKET
 
 log = logging.getLogger("dw_assets_tests.fault_harness")
@@ -334,6 +334,22 @@ class Pipeline:
         return {c: compare_silver_with_source(self.settings, c, m) for c, m in self.models.items()}
 
 
+class ServicePipeline(Pipeline):
+    """Capture plus one `dw ingest run` process serving every client (instead of a writer per client and an
+    apply loop)."""
+
+    def command(self, role: str) -> list[str]:
+        if role == "ingest":
+            clients = [a for c in self.clients for a in ("--client", c)]
+            return [sys.executable, "-m", "dw_assets.cli", "--home", str(self.home), "ingest", "run", *clients,
+                    "--no-dagster", "--no-reports"]
+        return super().command(role)
+
+    @property
+    def roles(self) -> list[str]:
+        return ["capture", "ingest"]
+
+
 def _tail(path: Path | None, lines: int = 6) -> str:
     """The log's last lines that say something (errors first), for the record."""
     if path is None or not path.exists():
@@ -350,11 +366,15 @@ def _ensure_bucket(state: dict, bucket: str) -> None:
 
 
 def scenario_settings(stack: Stack, directory: Path, *, s3_bucket: str | None = None,
-                      broker: TansuBroker | None = None) -> Settings:
+                      broker: TansuBroker | None = None, s3_endpoint: str | None = None) -> Settings:
     """A state directory of the scenario's own over the shared stack: a copy of the stack's state file with the
-    scenario's landing store and lake (local, or in `s3_bucket` on the stack's S3 endpoint) and broker."""
+    scenario's landing store and lake (local, or in `s3_bucket` on the stack's S3 endpoint, or on `s3_endpoint`
+    when the stack runs none: the session's moto server) and broker."""
     directory.mkdir(parents=True, exist_ok=True)
     state = stack.read_state()
+    if s3_endpoint:
+        state["s3"] = {"endpoint_url": s3_endpoint, "region": "us-east-1", "access_key_id": LOCAL_KEY,
+                       "secret_access_key": LOCAL_KEY, "allow_http": True}
     if s3_bucket:
         _ensure_bucket(state, s3_bucket)
         landing, lake = f"s3://{s3_bucket}/landing", f"s3://{s3_bucket}/lake"

@@ -58,7 +58,7 @@ def test_a_gtid_mode_streams_from_the_gtid(stack_settings):
         cur.execute("SELECT @@gtid_binlog_pos")
         gtid = cur.fetchone()[0]
     for i in range(50):
-        sql(s, db, f"INSERT INTO t VALUES ({i})")
+        sql(s, db, ("INSERT INTO t VALUES (%s)", (i,)))
     r = _reader(s, auto_position=gtid, blocking=False, only_events=[WriteRowsEvent], only_schemas=[db])
     ids = [row["values"]["id"] for ev in r for row in ev.rows]
     r.close()
@@ -83,7 +83,7 @@ def test_b_explicit_position_is_honoured_with_is_mariadb(stack_settings):
 def test_c_negative_fractional_time(stack_settings, text, fsp):
     s = stack_settings
     db = new_db(s)
-    sql(s, db, f"CREATE TABLE t (id INT PRIMARY KEY, v TIME({fsp}))")
+    sql(s, db, f"CREATE TABLE t (id INT PRIMARY KEY, v TIME({int(fsp)}))")  # a type's precision
     file, pos = master_position(s)
     sql(s, db, ("INSERT INTO t VALUES (1, %s)", (text,)))
     r = _reader(s, log_file=file, log_pos=pos, resume_stream=True, blocking=False, only_events=[WriteRowsEvent],
@@ -199,9 +199,10 @@ def test_spatial_types_render_as_debezium_geometry_from_binlog_and_snapshot(stac
     db = new_db(s)
     cols = list(GEOMETRIES)
     sql(s, db, "CREATE TABLE geo (id INT PRIMARY KEY, " + ", ".join(f"g_{t.lower()} {t} NULL" for t in cols) + ")")
-    values = ", ".join(f"ST_GeomFromText(%s, {srid})" for srid in (4326, 0, 3857, 0, 0, 4326, 0, 0))
+    srids = (4326, 0, 3857, 0, 0, 4326, 0, 0)
+    values = ", ".join("ST_GeomFromText(%s, %s)" for _ in srids)
     streamed, snap = _streamed_and_snapshot(
-        s, db, "geo", (f"INSERT INTO geo VALUES (1, {values})", list(GEOMETRIES.values())),
+        s, db, "geo", (f"INSERT INTO geo VALUES (1, {values})", [v for pair in zip(GEOMETRIES.values(), srids) for v in pair]),
         "INSERT INTO geo (id) VALUES (2)")
     assert snap == streamed
     row, empty = streamed

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dagster as dg
 
 from dw_assets.defs.cdc import cdc_topics
+from dw_assets.identifiers import quote_ident
 from dw_assets.onboarding.registry import register_client
 from dw_assets.partitions import clients_partitions
 from dw_assets.resources import DwSettings
@@ -22,7 +23,7 @@ def test_materialize_partition(cdc_settings, monkeypatch):
     client = unique_client("cdcd")
     register_client(s, client, status="active")
     with __import__("dw_assets.db", fromlist=["connect"]).connect(s) as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{client}`")
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {quote_ident(client)}")
     sql(s, client, "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1), (2)")
     # The resource reads settings from the environment/home; hand it this test's settings.
     monkeypatch.setattr(DwSettings, "load", lambda self: s)

@@ -66,12 +66,12 @@ def test_kill9_in_large_transaction_then_resume(cdc_settings):
     try:
         _wait(lambda: (_checkpoint(s) or Checkpoint("x.1", 0)).databases.get(db) == STREAMING)
         for i in range(20):
-            sql(s, db, f"INSERT INTO t VALUES ({i}, 'small')")
+            sql(s, db, ("INSERT INTO t VALUES (%s, %s)", (i, "small")))
         end = master_position(s)
         _wait(lambda: (cp := _checkpoint(s)) is not None and (cp.file, cp.pos) >= end)
         # Freeze the service, commit one 1,000-row transaction (1,000 statements), let it run briefly, kill -9.
         os.kill(proc.pid, signal.SIGSTOP)
-        sql(s, db, *[f"INSERT INTO t VALUES ({1000 + i}, 'large')" for i in range(1000)], autocommit=False)
+        sql(s, db, *[("INSERT INTO t VALUES (%s, %s)", (1000 + i, "large")) for i in range(1000)], autocommit=False)
         os.kill(proc.pid, signal.SIGCONT)
         # Kill as soon as part of the transaction is on Kafka (the service produces row by row).
         topic = data_topic(s.kafka.topic_prefix, db, "t")

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from dw_assets.cdc.capture import CaptureOptions, CaptureService
 from dw_assets.cdc.sources import fixed_source
 from dw_assets.db import connect
+from dw_assets.identifiers import quote_ident
 from dw_assets.settings import Settings
 
 
@@ -30,7 +31,7 @@ def cdc_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
 def new_db(settings: Settings, prefix: str = "cdc") -> str:
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with connect(settings) as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        cur.execute(f"CREATE DATABASE {quote_ident(name)} CHARACTER SET utf8mb4")
     return name
 
 
@@ -128,7 +129,7 @@ def apply_changes(msgs: list[Msg]) -> dict[str, dict[Any, dict]]:
 
 def table_rows(settings: Settings, database: str, table: str) -> list[tuple]:
     with connect(settings, database=database) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT * FROM `{table}` ORDER BY 1")
+        cur.execute(f"SELECT * FROM {quote_ident(table)} ORDER BY 1")
         return list(cur.fetchall())
 
 

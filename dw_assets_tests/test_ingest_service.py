@@ -9,7 +9,6 @@ One stack for the module (own MariaDB and broker); the kill scenario runs once a
 from __future__ import annotations
 
 import io
-import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -24,7 +23,7 @@ from dw_assets.model import load_model
 from dw_assets.settings import Settings
 from dw_assets.stack import Stack, StackConfig
 from dw_assets_tests.conftest import unique_client
-from dw_assets_tests.fault_harness import (Exit, Pipeline, Workload, bronze_duplicates, create_topics,
+from dw_assets_tests.fault_harness import (Exit, ServicePipeline, Workload, bronze_duplicates, create_topics,
                                            scenario_settings, stack_port, wait_converged)
 
 pytestmark = pytest.mark.slow
@@ -39,22 +38,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield st
     finally:
         st.down()
-
-
-class ServicePipeline(Pipeline):
-    """Capture plus one `dw ingest run` process serving every client (instead of a writer per client and an
-    apply loop)."""
-
-    def command(self, role: str) -> list[str]:
-        if role == "ingest":
-            clients = [a for c in self.clients for a in ("--client", c)]
-            return [sys.executable, "-m", "dw_assets.cli", "--home", str(self.home), "ingest", "run", *clients,
-                    "--no-dagster", "--no-reports"]
-        return super().command(role)
-
-    @property
-    def roles(self) -> list[str]:
-        return ["capture", "ingest"]
 
 
 @dataclass

@@ -15,6 +15,7 @@ from dw_assets.cdc.sources import fixed_source
 from dw_assets.db import connect
 import dw_assets.defs.landing as landing_defs
 from dw_assets.defs.landing import LANDING_FILES, PRODUCTION_SCHEMA, ingest_batch_job
+from dw_assets.identifiers import quote_ident
 from dw_assets.lakehouse.paths import read_delta
 from dw_assets.landing.lag import measure_lag
 from dw_assets.model import load_model
@@ -64,7 +65,7 @@ def test_ingest_run_applies_good_clients_and_stops_only_the_broken_one(stack_set
     money = next(c for c in table.columns if c.type.base == "decimal")
     with connect(settings, database=broken) as conn, conn.cursor() as cur:
         # A type narrowing the lake cannot apply: breaking.
-        cur.execute(f"ALTER TABLE `{table.name}` MODIFY `{money.name}` VARCHAR(20)")
+        cur.execute(f"ALTER TABLE {quote_ident(table.name)} MODIFY {quote_ident(money.name)} VARCHAR(20)")
     CaptureService(settings, CaptureOptions(once=True, databases=fixed_source(settings, {good, broken}))).run()
 
     instance = dg.DagsterInstance.ephemeral()

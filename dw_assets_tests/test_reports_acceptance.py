@@ -15,10 +15,8 @@ from dw_assets.reports.gold import PORTFOLIO_SCOPE, GoldResult, read_gold
 from dw_assets.reports.render import display_rows, format_value
 from dw_assets.settings import Settings
 
-from .test_reports_support import reports_settings, seeded_clients, source_query  # noqa: F401 - fixtures
-
-BILLABLE = "('paid', 'shipped', 'delivered')"
-
+from .test_reports_support import (BILLABLE, IN_BILLABLE, reports_settings, seeded_clients,  # noqa: F401 - fixtures
+                                   source_query)
 
 @pytest.fixture(scope="module")
 def built(reports_settings: Settings, seeded_clients: dict[str, int]) -> dict[str, dict[str, GoldResult]]:
@@ -35,7 +33,7 @@ def test_daily_revenue_matches_source(reports_settings, seeded_clients, built):
     client = sorted(seeded_clients)[0]
     expected = {(d, cur): (n, rev) for d, cur, n, rev in source_query(reports_settings, client, f"""
         SELECT DATE(ordered_at), currency, COUNT(*), SUM(total_amount - discount_amount)
-        FROM orders WHERE status IN {BILLABLE} GROUP BY DATE(ordered_at), currency""")}
+        FROM orders WHERE status {IN_BILLABLE} GROUP BY DATE(ordered_at), currency""", BILLABLE)}
     got = {(r["order_date"], r["currency"]): (r["orders"], r["revenue"]) for r in rows(built[client]["daily_revenue"])}
     assert len(expected) > 100
     assert got == expected
@@ -44,11 +42,11 @@ def test_daily_revenue_matches_source(reports_settings, seeded_clients, built):
 def test_cohort_sizes_match_source(reports_settings, seeded_clients, built):
     client = sorted(seeded_clients)[1]
     expected = dict(source_query(reports_settings, client, f"""
-        SELECT DATE_FORMAT(first_order, '%Y-%m-01'), COUNT(*) FROM (
+        SELECT DATE_FORMAT(first_order, '%%Y-%%m-01'), COUNT(*) FROM (
             SELECT o.customer_id, MIN(o.ordered_at) AS first_order
             FROM orders o JOIN customers c ON c.customer_id = o.customer_id
-            WHERE o.status IN {BILLABLE} GROUP BY o.customer_id) f
-        GROUP BY 1"""))
+            WHERE o.status {IN_BILLABLE} GROUP BY o.customer_id) f
+        GROUP BY 1""", BILLABLE))
     got = {r["cohort_month"].isoformat(): r["cohort_size"] for r in rows(built[client]["customer_cohorts"])
            if r["months_since_first"] == 0}
     assert len(expected) > 12 and got == expected
@@ -62,8 +60,8 @@ def test_top_products_match_source(reports_settings, seeded_clients, built):
     for cur, pid, rev in source_query(reports_settings, client, f"""
             SELECT o.currency, i.product_id, SUM(i.line_total) AS revenue
             FROM order_items i JOIN orders o ON o.order_id = i.order_id
-            WHERE o.status IN {BILLABLE} GROUP BY o.currency, i.product_id
-            ORDER BY o.currency, revenue DESC, i.product_id"""):
+            WHERE o.status {IN_BILLABLE} GROUP BY o.currency, i.product_id
+            ORDER BY o.currency, revenue DESC, i.product_id""", BILLABLE):
         per_currency[cur].append((pid, rev))
     got: dict[str, list[tuple[int, Decimal]]] = defaultdict(list)
     for r in rows(built[client]["top_products"]):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pyarrow as pa
 import pytest
@@ -25,6 +25,10 @@ from dw_assets.workload import seed_clients
 from .conftest import unique_client
 
 SOURCE_TS_COLUMN = "_dw_source_ts_ms"
+# The shipped reports' billable order statuses, for the MariaDB side of a comparison: values bound as parameters
+# (`source_query(..., f"... status {IN_BILLABLE}", BILLABLE)`), the markers are the only SQL text.
+BILLABLE = ("paid", "shipped", "delivered")
+IN_BILLABLE = "IN (" + ", ".join(["%s"] * len(BILLABLE)) + ")"
 
 
 def _arrow_column(column: Column, values: list[Any]) -> pa.Array:
@@ -57,9 +61,10 @@ def build_silver_from_source(settings: Settings, client: str, source_ts_ms: int 
     return counts
 
 
-def source_query(settings: Settings, client: str, sql: str) -> list[tuple]:
+def source_query(settings: Settings, client: str, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+    """Rows of a query on the client's production database; values go in `params` (PyMySQL's %s markers)."""
     with db.connection(settings, database=client) as conn, conn.cursor() as cur:
-        cur.execute(sql)
+        cur.execute(sql, params)
         return list(cur.fetchall())
 
 

@@ -10,6 +10,7 @@ import pytest
 from deltalake import write_deltalake
 
 from dw_assets import cli
+from dw_assets.lakehouse.changes import qi
 from dw_assets.lakehouse.paths import table_url
 from dw_assets.model import load_model
 from dw_assets.reports import charts, silver_source
@@ -94,9 +95,9 @@ def test_missing_columns_read_as_typed_nulls_and_missing_tables_as_empty(tmp_pat
     write_deltalake(table_url(s, "silver", "gamma", fact.name), keys_only)
     with ReportEngine(s, Scope.client("gamma")) as e:
         e.ensure_tables([fact.name, "payments"])
-        described = {r["column_name"]: r["column_type"] for r in e.query(f"DESCRIBE {fact.name}").to_pylist()}
+        described = {r["column_name"]: r["column_type"] for r in e.query(f"DESCRIBE {qi(fact.name)}").to_pylist()}
         assert described["total_amount"] == "DECIMAL(12,2)" and described["ordered_at"] == "TIMESTAMP"
-        assert e.query(f"SELECT count(*), count(total_amount) FROM {fact.name}").to_pylist() == \
+        assert e.query(f"SELECT count(*), count(total_amount) FROM {qi(fact.name)}").to_pylist() == \
                [{"count_star()": 2, "count(total_amount)": 0}]
         assert e.query("SELECT count(*) AS n FROM payments").to_pylist() == [{"n": 0}]
     with ReportEngine(s, Scope.client("delta")) as e, pytest.raises(NoSilverData):

@@ -17,7 +17,7 @@ from dw_assets.settings import Settings, load_settings
 
 from .harness import StageResult
 
-STAGES = ("cli", "cdc", "landing", "apply", "reports", "e2e", "onboard", "reconcile", "scale", "spark",
+STAGES = ("cli", "cdc", "landing", "apply", "reports", "live", "e2e", "onboard", "reconcile", "scale", "spark",
           "spark-reports")
 
 
@@ -34,6 +34,8 @@ def run_stage(stage: str, settings: Settings, quick: bool, work: Path) -> StageR
         return stages.bench_apply(settings, quick)
     if stage == "reports":
         return stages.bench_reports(settings, quick)
+    if stage == "live":
+        return stages.bench_live(settings, quick)
     if stage == "onboard":
         return stages.bench_onboard(settings, quick)
     if stage == "reconcile":

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from dw_assets.identifiers import validate_client_name
-from dw_assets.lakehouse.changes import duck_type, qi
+from dw_assets.lakehouse.changes import duck_type
 from dw_assets.model import StandardModel, Table
 from dw_assets.model.types import arrow_type
 from dw_assets.settings import Settings
@@ -75,10 +75,6 @@ class ReportRun:
         return max(0.0, (self.built_at_ms - self.newest_source_ts_ms) / 1000)
 
 
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 class ReportEngine:
     """Runs report SQL for one scope. Use as a context manager; tables are registered on first use."""
 
@@ -111,36 +107,40 @@ class ReportEngine:
                 self._register(self.model.table(name))
 
     def _register(self, table: Table) -> None:
+        # Relations, not SQL text: file paths and client names stay values and column names stay names (the
+        # report SQL then reads the views by the model's table names).
         selects, present, newest = [], [], []
         for i, client in enumerate(self.scope.clients):
             src = open_silver(self.settings, client, table)
             raw = f"_src_{table.name}_{i}"
             if src.parquet_files:
-                files = ", ".join(_lit(f) for f in src.parquet_files)
                 # union_by_name: files written before a schema change lack the newer columns.
-                self.con.execute(f"CREATE OR REPLACE VIEW {qi(raw)} AS "
-                                 f"SELECT * FROM read_parquet([{files}], union_by_name = true)")
+                self.con.read_parquet(list(src.parquet_files), union_by_name=True).create_view(raw, replace=True)
             else:
                 self.con.register(raw, src.data)
-            selects.append(self._select(table, src, raw))
+            selects.append(self._select(table, src, self.con.view(raw)))
             if src.exists:
                 present.append(src)
                 # Same snapshot as the data the report reads (the table was opened once, at one version), so
                 # the recorded freshness never claims a change the report does not include.
                 if self.source_ts_column in src.columns:
-                    newest.append(self.con.execute(
-                        f"SELECT max({qi(self.source_ts_column)}) FROM {qi(raw)}").fetchall()[0][0])
-        self.con.execute(f"CREATE OR REPLACE VIEW {qi(table.name)} AS\n" + "\nUNION ALL\n".join(selects))
+                    newest.append(self.con.view(raw).aggregate(
+                        [duckdb.FunctionExpression("max", duckdb.ColumnExpression(self.source_ts_column))]
+                    ).fetchall()[0][0])
+        union = selects[0]
+        for rel in selects[1:]:
+            union = union.union(rel)  # UNION ALL
+        union.create_view(table.name, replace=True)
         self._views[table.name] = present
         values = [int(v) for v in newest if v is not None]
         self._newest[table.name] = max(values) if values else None
 
-    def _select(self, table: Table, src: SilverSource, raw: str) -> str:
-        cols = [f"{_lit(src.client)} AS client"]
+    def _select(self, table: Table, src: SilverSource, raw: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+        cols = [duckdb.ConstantExpression(src.client).alias("client")]
         for c in table.columns:
-            cols.append(qi(c.name) if c.name in src.columns
-                        else f"CAST(NULL AS {duck_type(arrow_type(c.type))}) AS {qi(c.name)}")
-        return f"SELECT {', '.join(cols)} FROM {qi(raw)}"
+            cols.append(duckdb.ColumnExpression(c.name) if c.name in src.columns else
+                        duckdb.ConstantExpression(None).cast(duckdb.sqltype(duck_type(arrow_type(c.type)))).alias(c.name))
+        return raw.project(*cols)
 
     # ---- running ------------------------------------------------------------------------------------------
 

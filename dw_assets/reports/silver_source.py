@@ -74,4 +74,14 @@ def arrow_source(dt: DeltaTable) -> ArrowSource:
     """A lazily scanned pyarrow dataset; column-mapping `name` tables are materialised through DataFusion."""
     if dt.metadata().configuration.get("delta.columnMapping.mode", "none") != "none":
         return pa.table(QueryBuilder().register("t", dt).execute("SELECT * FROM t").read_all())
-    return dt.to_pyarrow_dataset()
+    return dt.to_pyarrow_dataset(schema=view_schema(dt.to_pyarrow_dataset().schema))
+
+
+def view_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema with string and binary columns as their view types. Files written by deltalake's MERGE hold
+    `string_view`; under the table's plain `string` schema, pyarrow cannot evaluate the filters DuckDB pushes
+    into the scan (`equal` has no kernel for string and string_view), so any report filtering a text column
+    failed once a MERGE had rewritten a file. Under view types both kinds of files scan and filter."""
+    views = {pa.string(): pa.string_view(), pa.large_string(): pa.string_view(),
+             pa.binary(): pa.binary_view(), pa.large_binary(): pa.binary_view()}
+    return pa.schema([f.with_type(views.get(f.type, f.type)) for f in schema], metadata=schema.metadata)

@@ -6,9 +6,11 @@ Self-contained (inline CSS, SVG charts drawn on the server, a few lines of scrip
 from __future__ import annotations
 
 import html
+from datetime import date, datetime, timedelta
 from typing import Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import charts
 from ..engine import PORTFOLIO_SCOPE, ReportRun
@@ -16,7 +18,7 @@ from ..gold import GoldResult
 from ..render import display_rows, format_lag, format_ts_ms, html_table, scope_label
 from .auth import Grant
 from .cache import ScopeResults
-from .filters import DATE_FROM, DATE_TO, FilterValues, apply_filters, choice_values, declared_filters
+from .filters import DATE_FROM, DATE_TO, FilterSpec, FilterValues, apply_filters, choice_values, declared_filters
 from .urls import scope_path
 
 POLL_MS = 1000
@@ -28,7 +30,7 @@ table{border-collapse:collapse;font-size:.8rem;margin-top:.6rem} th,td{padding:.
 th{text-align:left;background:#f6f6f6;position:sticky;top:0} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .chart img{max-width:100%;height:auto} nav{font-size:.85rem} nav a{margin-right:.8rem} .note{color:#666;font-size:.8rem}
 form.filters{background:#f6f8fa;padding:.6rem .8rem;border-radius:6px;font-size:.85rem;margin:.8rem 0}
-form.filters label{margin-right:1rem} #status{color:#2a7d2a} .tiles{display:flex;gap:1rem;flex-wrap:wrap;margin:.6rem 0}
+form.filters label{margin-right:1rem} .presets{margin-left:.4rem} .presets a.on{font-weight:bold} #status{color:#2a7d2a} .tiles{display:flex;gap:1rem;flex-wrap:wrap;margin:.6rem 0}
 .tile{background:#f6f8fa;border-radius:6px;padding:.5rem .8rem;min-width:9rem} .tile b{display:block;font-size:1.2rem}
 section{border-top:1px solid #ddd;margin-top:1.2rem} .denied{max-width:40rem;margin:4rem auto}
 """
@@ -135,6 +137,32 @@ def meta(results: ScopeResults) -> str:
             f'({len(results.versions)} tables); report queries took {results.seconds:.2f} s.</p>')
 
 
+PRESET_DAYS = (7, 30, 90)
+
+
+def newest_day(declared: Sequence[tuple[ReportRun, FilterSpec]]) -> date | None:
+    """The latest day in any date-range column of the unfiltered results: where the range presets end (the data's
+    newest day rather than today, so that a preset over history that stopped a while ago still shows rows)."""
+    days = []
+    for run, f in declared:
+        if f.kind == "date_range" and run.table.num_rows and f.column in run.table.column_names:
+            v = pc.max(run.table.column(f.column)).as_py()
+            if v is not None:
+                days.append(v.date() if isinstance(v, datetime) else v)
+    return max(days) if days else None
+
+
+def date_presets(values: FilterValues, newest: date) -> str:
+    """Links for the last 7, 30 and 90 days of data, keeping the other filters (a dashboard's range presets)."""
+    links = []
+    for n in PRESET_DAYS:
+        lo = newest - timedelta(days=n - 1)
+        qs = FilterValues(lo, newest, values.choices).query_string()
+        on = ' class="on"' if (values.date_from, values.date_to) == (lo, newest) else ""
+        links.append(f'<a{on} data-days="{n}" href="?{esc(qs)}">{n}</a>')
+    return f'<span class="presets">last {" · ".join(links)} days of data (to {esc(newest.isoformat())})</span>'
+
+
 def filter_form(results: ScopeResults, values: FilterValues) -> str:
     runs: Sequence[ReportRun] = list(results.runs.values())
     declared = [(run, f) for run in runs for f in declared_filters(run.spec)]
@@ -142,8 +170,10 @@ def filter_form(results: ScopeResults, values: FilterValues) -> str:
         return ""
     parts = []
     if any(f.kind == "date_range" for _, f in declared):
+        newest = newest_day(declared)
         parts.append(f'<label>From <input type="date" name="{DATE_FROM}" value="{esc(values.date_from or "")}"></label>'
-                     f'<label>To <input type="date" name="{DATE_TO}" value="{esc(values.date_to or "")}"></label>')
+                     f'<label>To <input type="date" name="{DATE_TO}" value="{esc(values.date_to or "")}"></label>'
+                     + (date_presets(values, newest) if newest else ""))
     for column in sorted({f.column for _, f in declared if f.kind == "choice"}):
         options = sorted({v for run, f in declared if f.column == column
                           for v in choice_values(run.spec, run.table, column)})
