@@ -44,6 +44,11 @@ class SparkApplyResult:
 
 
 def _view(spark, name: str, rows: pa.Table) -> None:
+    if rows.num_rows == 0:  # Spark cannot infer a schema from no rows (e.g. a batch without truncates)
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        spark.createDataFrame([], schema=from_arrow_schema(rows.schema)).createOrReplaceTempView(name)
+        return
     spark.createDataFrame(rows).createOrReplaceTempView(name)
 
 
