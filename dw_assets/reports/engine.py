@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -161,13 +161,34 @@ class ReportEngine:
 
     def run(self, spec: ReportSpec) -> ReportRun:
         """Compute one report for the scope. Raises NoSilverData when no client has any of its tables."""
-        t0 = time.perf_counter()
-        clients = self.clients_with_data(spec)
-        if not clients:
-            raise NoSilverData(f"report {spec.name}: no silver table among {', '.join(spec.silver_tables)} "
-                               f"exists for {', '.join(self.scope.clients)}")
-        newest = self.newest_source_ts_ms(spec.silver_tables)
-        table = self.con.sql(spec.sql).to_arrow_table()
-        seconds = time.perf_counter() - t0
-        log.info("report %s for %s: %d rows in %.2f s", spec.name, self.scope.name, table.num_rows, seconds)
-        return ReportRun(spec, self.scope, table, newest, int(time.time() * 1000), seconds, clients)
+        return run_report(self, spec, lambda sql: self.con.sql(sql).to_arrow_table())
+
+
+def run_report(engine, spec: ReportSpec, execute: Callable[[str], pa.Table], label: str = "") -> ReportRun:
+    """One report on `engine` (either engine: its views, freshness and `execute` of the SQL text), timed."""
+    t0 = time.perf_counter()
+    clients = engine.clients_with_data(spec)
+    if not clients:
+        raise NoSilverData(f"report {spec.name}: no silver table among {', '.join(spec.silver_tables)} "
+                           f"exists for {', '.join(engine.scope.clients)}")
+    newest = engine.newest_source_ts_ms(spec.silver_tables)
+    table = execute(spec.sql)
+    seconds = time.perf_counter() - t0
+    log.info("report %s for %s%s: %d rows in %.2f s", spec.name, engine.scope.name, label, table.num_rows, seconds)
+    return ReportRun(spec, engine.scope, table, newest, int(time.time() * 1000), seconds, clients)
+
+def open_report_engine(settings: Settings, scope: Scope, model: StandardModel | None = None,
+                       source_ts_column: str = DEFAULT_SOURCE_TS_COLUMN, threads: int | None = None,
+                       engine: str | None = None, session: object | None = None):
+    """The report engine `engine` (default `settings.engine`) names, for one scope: DuckDB in this process
+    (`local`) or Spark Connect (`spark`: `session` if given, else a new one to `settings.spark_remote`).
+    Both run the same SQL text over the same views and return the same schema; every report path opens its
+    engine here. Use as a context manager."""
+    kind = engine or settings.engine
+    if kind == "local":
+        return ReportEngine(settings, scope, model, source_ts_column, threads)
+    if kind == "spark":
+        from dw_assets.engine.spark_reports import SparkReportEngine  # the Spark client is an optional extra
+
+        return SparkReportEngine(settings, scope, model, source_ts_column, session)
+    raise ValueError(f"unknown report engine {kind!r} (DW_ENGINE is local or spark)")

@@ -21,7 +21,7 @@ from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
 from .catalog import ReportSpec, load_reports, report
-from .engine import PORTFOLIO_SCOPE, NoSilverData, ReportEngine, ReportRun, Scope
+from .engine import PORTFOLIO_SCOPE, NoSilverData, ReportRun, Scope, open_report_engine
 from .silver_source import DEFAULT_SOURCE_TS_COLUMN
 
 log = logging.getLogger(__name__)
@@ -114,13 +114,14 @@ def select_reports(names: Iterable[str] | None, model: StandardModel | None = No
 
 def build_gold(settings: Settings, scope: Scope, reports: Iterable[str] | None = None,
                model: StandardModel | None = None, source_ts_column: str = DEFAULT_SOURCE_TS_COLUMN,
-               threads: int | None = None) -> list[GoldResult]:
-    """Compute and write the gold tables of `reports` (default: all) for one scope, sharing one engine."""
+               threads: int | None = None, engine: str | None = None) -> list[GoldResult]:
+    """Compute and write the gold tables of `reports` (default: all) for one scope, sharing one engine
+    (`engine`: local or spark, default `settings.engine`); the gold writer is the same for both."""
     model = model or settings.standard_model()
     results = []
-    with ReportEngine(settings, scope, model, source_ts_column, threads) as engine:
+    with open_report_engine(settings, scope, model, source_ts_column, threads, engine) as runner:
         for spec in select_reports(reports, model):
-            results.append(write_gold(settings, engine.run(spec)))
+            results.append(write_gold(settings, runner.run(spec)))
     return results
 
 
@@ -132,9 +133,9 @@ def build_client_gold(settings: Settings, client: str, reports: Iterable[str] | 
 
 def build_portfolio_gold(settings: Settings, clients: Sequence[str], reports: Iterable[str] | None = None,
                          model: StandardModel | None = None, source_ts_column: str = DEFAULT_SOURCE_TS_COLUMN,
-                         threads: int | None = None) -> list[GoldResult]:
+                         threads: int | None = None, engine: str | None = None) -> list[GoldResult]:
     """The reports across `clients` (clients without silver data for a report simply contribute nothing)."""
-    return build_gold(settings, Scope.portfolio(clients), reports, model, source_ts_column, threads)
+    return build_gold(settings, Scope.portfolio(clients), reports, model, source_ts_column, threads, engine)
 
 
 __all__ = ["PORTFOLIO_SCOPE", "GoldResult", "NoSilverData", "build_client_gold", "build_gold", "build_portfolio_gold",

@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 from dw_assets.lakehouse.paths import storage_options, table_url
-from dw_assets.lakehouse.tables import SOURCE_TS
+from dw_assets.lakehouse.tables import SOURCE_TS, table_properties
 from dw_assets.model import Column, StandardModel, Table
 from dw_assets.model.types import arrow_type
 from dw_assets.settings import Settings
@@ -182,7 +182,8 @@ def write_synthetic_lake(settings: Settings, clients: Sequence[str], fact_rows: 
         if t.name in needed and t.parent:
             needed.add(t.parent)
     params = {"clients": list(clients), "fact_rows": fact_rows, "tables": sorted(t.name for t in wanted),
-              "seed": seed, "model": model.version}
+              "seed": seed, "model": model.version,
+              "properties": "silver"}  # the real apply's table properties (no column mapping: Sail reads it as NULLs)
     marker = Path(settings.lake_url) / MARKER
     if not settings.lake_url.startswith("s3://") and marker.exists():
         saved = json.loads(marker.read_text())
@@ -199,8 +200,11 @@ def write_synthetic_lake(settings: Settings, clients: Sequence[str], fact_rows: 
             data = gen.table(table)
             if table.name in totals:
                 url = table_url(settings, "silver", client, table.name)
-                write_deltalake(url, data, mode="overwrite", configuration=table.options.delta_properties(),
-                                storage_options=storage_options(settings, url))
+                # Created as the apply creates silver, with its properties (`dw.*` keys need the create call).
+                options = storage_options(settings, url)
+                DeltaTable.create(url, data.schema, mode="overwrite", configuration=table_properties(table),
+                                  storage_options=options, raise_if_key_not_exists=False)
+                write_deltalake(url, data, mode="overwrite", storage_options=options)
                 totals[table.name] += data.num_rows
     seconds = time.perf_counter() - t0
     if not settings.lake_url.startswith("s3://"):

@@ -29,11 +29,13 @@ with_cohort AS (
 activity AS (
     SELECT
         cohort_month,
-        CAST(date_diff('month', cohort_month, order_month) AS INTEGER) AS months_since_first,
+        -- Month arithmetic rather than date_diff('month', ...), whose meaning differs between SQL engines.
+        CAST((year(order_month) - year(cohort_month)) * 12 + month(order_month) - month(cohort_month) AS INTEGER)
+            AS months_since_first,
         count(DISTINCT (client, customer_id)) AS active_customers,
         count(*) AS orders
     FROM with_cohort
-    GROUP BY ALL
+    GROUP BY 1, 2
 ),
 cohort_sizes AS (
     SELECT cohort_month, active_customers AS cohort_size
@@ -46,7 +48,7 @@ SELECT
     a.months_since_first,
     a.active_customers,
     a.orders,
-    round(100.0 * a.active_customers / s.cohort_size, 2) AS retention_pct
+    round(100.0 * CAST(a.active_customers AS DOUBLE) / s.cohort_size, 2) AS retention_pct
 FROM activity AS a
 JOIN cohort_sizes AS s ON s.cohort_month = a.cohort_month
 ORDER BY a.cohort_month, a.months_since_first

@@ -48,12 +48,15 @@ SELECT
     currency,
     orders,
     revenue,
-    CAST(revenue / orders AS DECIMAL(14, 2)) AS avg_order_value,
+    -- DOUBLE spelled out: DuckDB divides decimals in DOUBLE, Spark in DECIMAL; both engines must agree.
+    CAST(CAST(revenue AS DOUBLE) / orders AS DECIMAL(14, 2)) AS avg_order_value,
     units,
     customers,
     new_customers,
+    -- The frame is over a day number: Sail 0.7 widens an INTERVAL range frame over dates.
     sum(revenue) OVER (
-        PARTITION BY currency ORDER BY order_date RANGE BETWEEN INTERVAL 6 DAYS PRECEDING AND CURRENT ROW
+        PARTITION BY currency ORDER BY date_diff('day', DATE '1970-01-01', order_date)
+        RANGE BETWEEN 6 PRECEDING AND CURRENT ROW
     ) AS revenue_7d,
     sum(revenue) OVER (PARTITION BY currency ORDER BY order_date) AS revenue_cumulative
 FROM daily

@@ -52,8 +52,10 @@ SELECT
     captured_amount,
     refunded_amount,
     recovered,
-    round(100.0 * (succeeded + refunded) / nullif(succeeded + refunded + failed, 0), 2) AS success_rate_pct,
-    round(100.0 * refunded / nullif(succeeded + refunded, 0), 2) AS refund_rate_pct,
-    round(100.0 * payments / sum(payments) OVER (), 2) AS share_of_payments_pct
+    -- Shares in DOUBLE, spelled out: DuckDB divides in DOUBLE, Spark in DECIMAL; both engines must agree.
+    round(100.0 * CAST(succeeded + refunded AS DOUBLE) / nullif(succeeded + refunded + failed, 0), 2)
+        AS success_rate_pct,
+    round(100.0 * CAST(refunded AS DOUBLE) / nullif(succeeded + refunded, 0), 2) AS refund_rate_pct,
+    round(100.0 * CAST(payments AS DOUBLE) / sum(payments) OVER (), 2) AS share_of_payments_pct
 FROM outcomes
 ORDER BY method, currency

@@ -18,7 +18,9 @@ WITH paying AS (
         s.client,
         s.subscription_id,
         p.currency,
-        CAST(round(s.price * s.seats / CASE s.plan WHEN 'monthly' THEN 1 WHEN 'quarterly' THEN 3 ELSE 12 END, 2)
+        -- DOUBLE spelled out: DuckDB divides decimals in DOUBLE, Spark in DECIMAL; both engines must agree.
+        CAST(round(CAST(s.price * s.seats AS DOUBLE)
+                   / CASE s.plan WHEN 'monthly' THEN 1 WHEN 'quarterly' THEN 3 ELSE 12 END, 2)
              AS DECIMAL(18, 2)) AS mrr,
         CAST(date_trunc('month', s.started_on) AS DATE) AS start_month,
         CAST(date_trunc('month', s.cancelled_at) AS DATE) AS churn_month
@@ -28,13 +30,24 @@ WITH paying AS (
       AND (s.cancelled_at IS NULL OR s.cancelled_at >= s.started_on)
 ),
 bounds AS (
-    SELECT min(start_month) AS first_month, max(greatest(start_month, coalesce(churn_month, start_month))) AS last_month
+    -- Months numbered year * 12 + month - 1, so the series is integer arithmetic every SQL engine shares.
+    SELECT
+        min(year(start_month) * 12 + month(start_month) - 1) AS first_month,
+        max(year(greatest(start_month, coalesce(churn_month, start_month))) * 12
+            + month(greatest(start_month, coalesce(churn_month, start_month))) - 1) AS last_month
     FROM paying
 ),
+digits AS (
+    SELECT n FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS d(n)
+),
 months AS (
-    SELECT CAST(unnest(range(CAST(first_month AS TIMESTAMP), CAST(last_month AS TIMESTAMP) + INTERVAL 1 MONTH,
-                             INTERVAL 1 MONTH)) AS DATE) AS month
-    FROM bounds
+    -- Up to 10,000 months (833 years) from the first: DuckDB's range() and Spark's sequence() share no name.
+    SELECT make_date(CAST(floor(m / 12) AS INTEGER), CAST(m % 12 AS INTEGER) + 1, 1) AS month
+    FROM (
+        SELECT b.first_month + d0.n + 10 * d1.n + 100 * d2.n + 1000 * d3.n AS m, b.last_month
+        FROM bounds AS b, digits AS d0, digits AS d1, digits AS d2, digits AS d3
+    ) AS series
+    WHERE m <= last_month
 ),
 monthly AS (
     SELECT
@@ -59,7 +72,8 @@ SELECT
     churned_mrr,
     churned_subscriptions,
     lag(mrr) OVER w AS mrr_previous_month,
-    round(100.0 * churned_subscriptions / nullif(lag(active_subscriptions) OVER w, 0), 2) AS churn_rate_pct
+    round(100.0 * CAST(churned_subscriptions AS DOUBLE) / nullif(lag(active_subscriptions) OVER w, 0), 2)
+        AS churn_rate_pct
 FROM monthly
 WINDOW w AS (PARTITION BY currency ORDER BY month)
 ORDER BY month, currency

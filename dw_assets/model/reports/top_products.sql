@@ -33,12 +33,13 @@ ranked AS (
     SELECT
         *,
         -- The key breaks revenue ties so ranks and cumulative shares are deterministic.
-        row_number() OVER w_rank AS revenue_rank,
-        100.0 * revenue / sum(revenue) OVER (PARTITION BY currency) AS share_pct,
-        100.0 * sum(revenue) OVER (w_rank ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-            / sum(revenue) OVER (PARTITION BY currency) AS cumulative_share_pct
+        row_number() OVER (PARTITION BY currency ORDER BY revenue DESC, client, product_id) AS revenue_rank,
+        -- Shares in DOUBLE, spelled out: DuckDB divides decimals in DOUBLE, Spark in DECIMAL.
+        CAST(100.0 * revenue AS DOUBLE) / CAST(sum(revenue) OVER (PARTITION BY currency) AS DOUBLE) AS share_pct,
+        CAST(100.0 * sum(revenue) OVER (PARTITION BY currency ORDER BY revenue DESC, client, product_id
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS DOUBLE)
+            / CAST(sum(revenue) OVER (PARTITION BY currency) AS DOUBLE) AS cumulative_share_pct
     FROM by_product
-    WINDOW w_rank AS (PARTITION BY currency ORDER BY revenue DESC, client, product_id)
 )
 SELECT
     currency,

@@ -20,7 +20,7 @@ from dw_assets.model import StandardModel
 from dw_assets.settings import Settings
 
 from ..catalog import ReportSpec
-from ..engine import NoSilverData, ReportEngine, ReportRun, Scope
+from ..engine import NoSilverData, ReportRun, Scope, open_report_engine
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class ReportCache:
         t0 = time.perf_counter()
         runs: dict[str, ReportRun] = {}
         missing: dict[str, str] = {}
-        with ReportEngine(self.settings, scope, self.model) as engine:
+        with open_report_engine(self.settings, scope, self.model) as engine:
             for spec in self.specs():
                 with self._guard:
                     self.queries += 1
