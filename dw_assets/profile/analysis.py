@@ -132,8 +132,11 @@ def recommend(job: str, scale: int, measured: list[dict], slack: float, currency
         speed = alt["wall_s"] / best["wall_s"]
         when = ("at about the same latency" if abs(speed - 1) <= slack - 1
                 else f"and {speed:.1f}x faster" if speed > 1 else f"though {1 / speed:.1f}x slower")
-        text += (f": {ratio:.1f}x cheaper than {_label(alt)} ({alt['wall_s']:.2f} s) {when}" if ratio >= 1
-                 else f": {1 / ratio:.1f}x the cost of {_label(alt)} ({alt['wall_s']:.2f} s) {when}")
+        if ratio >= 1:
+            text += f": {ratio:.1f}x cheaper than {_label(alt)} ({alt['wall_s']:.2f} s) {when}"
+        else:  # the cheaper alternative is too slow: say what the extra cost buys
+            text += (f": costs {1 / ratio:.1f}x as much as {_label(alt)}, which is {alt['wall_s'] / best['wall_s']:.1f}x "
+                     f"slower ({alt['wall_s']:.2f} s), beyond the {slack:g}x latency slack")
     else:
         text += " (the only configuration measured)"
     return {"job": job, "scale": scale, "cell": best["id"], "text": text, "runs": best["runs"],

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from .analysis import summarize, verify
 from .prices import load_prices
 from .render import chart, html_page
-from .runner import ProfileOptions, run_dicts, run_profile
+from .runner import ProfileOptions, Run, run_dicts, run_profile
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,20 @@ class ProfileOutput:
     checked: int  # recommendations verified against their measured runs
 
 
+def read_runs(path: Path) -> list[Run]:
+    """Runs recorded by an earlier profile (its `runs.jsonl`, or the `runs` of its profile.json)."""
+    text = path.read_text()
+    rows = json.loads(text)["runs"] if path.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x]
+    return [Run(**r) for r in rows]
+
+
 def build_profile(opts: ProfileOptions, out_dir: Path, prices_path: str | None = None,
-                  progress: Callable[[str], None] = print) -> ProfileOutput:
+                  progress: Callable[[str], None] = print, recorded: list[Run] | None = None) -> ProfileOutput:
+    """Run the profile (or take `recorded` runs, e.g. to re-price them) and write it under `out_dir`."""
     prices = load_prices(prices_path)  # a bad price file fails before any run
     started = time.time()
     load_before = os.getloadavg()
-    runs, not_measured = run_profile(opts, progress)
+    runs, not_measured = (recorded, {}) if recorded is not None else run_profile(opts, progress)
     profile = summarize(runs, not_measured, prices, opts.latency_slack)
     load_after = os.getloadavg()
     profile.update(
@@ -39,7 +47,7 @@ def build_profile(opts: ProfileOptions, out_dir: Path, prices_path: str | None =
                  f"{load_after[0]:.1f} at the end (1-min average)"),
         options={"jobs": opts.jobs, "engines": opts.engines, "cores": opts.cores, "scales": opts.scales,
                  "modes": opts.modes, "runs": opts.runs, "quick": opts.quick, "latency_slack": opts.latency_slack},
-        runs=run_dicts(runs))
+        runs=run_dicts(runs), recorded=recorded is not None)
     checked = verify(profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = {}

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output directory (default: $DW_HOME/profile)")
     p.add_argument("--latency-slack", type=float, default=1.25,
                    help="a recommendation may be this many times slower than the fastest, if cheaper (default 1.25)")
+    p.add_argument("--from-runs", metavar="FILE",
+                   help="no new runs: summarise and price the runs recorded by an earlier profile (its "
+                        "work/runs.jsonl or profile.json), e.g. after changing the price file")
     p.set_defaults(func=cmd_profile)
 
 
@@ -71,8 +74,16 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
         cores=args.cores or [1, 2], scales=args.scales or ([1] if args.quick else [1, 10]),
         modes=args.modes or (["alone"] if args.quick else list(MODES)), runs=args.runs, quick=args.quick,
         work_dir=out / "work", model_path=settings.model_path, latency_slack=args.latency_slack)
+    recorded = None
+    if args.from_runs:
+        from .build import read_runs
+
+        try:
+            recorded = read_runs(Path(args.from_runs))
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise CommandError(f"--from-runs {args.from_runs}: not a profile's runs ({e})") from None
     try:
-        result = build_profile(opts, out, args.prices)
+        result = build_profile(opts, out, args.prices, recorded=recorded)
     except PriceFileError as e:
         raise CommandError(str(e)) from None
     except UnbackedRecommendation as e:

@@ -7,6 +7,7 @@ report jobs run the model's own report SQL over a synthetic silver lake of the m
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import shutil
 from dataclasses import dataclass, replace
@@ -186,21 +187,24 @@ def setup_run(job: str, engine: str, base: Path, work: Path, model_path: str | N
         target, bronze = _settings(work, work / "lake"), _settings(base, base / "with_batch", base / "landing")
         return lambda spark: _spark_apply(spark, target, model, bronze)
     # Reports read the shared synthetic silver; gold of a client and of the portfolio are separate tables.
+    from dw_assets.reports.engine import Scope
+
     s = _settings(work, base / "lake")
     clients = report_clients()
-    if engine == "local":
-        from dw_assets.reports.gold import build_client_gold, build_portfolio_gold
+    scope = Scope.client(clients[0]) if job == "client_reports" else Scope.portfolio(clients)
+    return lambda spark: _reports(s, scope, model, engine, spark)
 
-        if job == "client_reports":
-            return lambda spark: {"gold_rows": sum(r.table.num_rows for r in build_client_gold(s, clients[0],
-                                                                                                   model=model))}
-        return lambda spark: {"gold_rows": sum(r.table.num_rows for r in build_portfolio_gold(s, clients,
-                                                                                                  model=model))}
-    run = spark_report_runner()
-    if run is None:
-        raise RuntimeError("no Spark report engine in this build")
-    scope = [clients[0]] if job == "client_reports" else clients
-    return lambda spark: run(spark, s, scope, model, job == "portfolio_reports")
+
+def _reports(settings: Settings, scope, model, engine: str, spark) -> dict:
+    """Every report of the model for `scope` on `engine` (the Spark one on the worker's session), written to gold."""
+    from dw_assets.reports.engine import open_report_engine
+    from dw_assets.reports.gold import select_reports, write_gold
+
+    rows = 0
+    with open_report_engine(settings, scope, model, engine=engine, session=spark) as runner:
+        for spec in select_reports(None, model):
+            rows += write_gold(settings, runner.run(spec)).table.num_rows
+    return {"gold_rows": rows}
 
 
 def _spark_apply(spark, target: Settings, model, bronze: Settings) -> dict:
@@ -210,17 +214,8 @@ def _spark_apply(spark, target: Settings, model, bronze: Settings) -> dict:
     return {"events": sum(t.events for t in r.tables.values())}
 
 
-def spark_report_runner() -> Callable | None:
-    """The Spark engine's report function, if this build has one (`dw_assets.engine.spark_reports`)."""
-    try:
-        from dw_assets.engine import spark_reports  # noqa: F401
-    except ImportError:
-        return None
-    return getattr(spark_reports, "profile_reports", None)
-
-
 def runnable(job: str, engine: str) -> str | None:
     """Why `job` cannot run on `engine` here (None: it can)."""
-    if engine == "spark" and job in ("client_reports", "portfolio_reports") and spark_report_runner() is None:
-        return "the Spark report engine is not in this build"
+    if engine == "spark" and importlib.util.find_spec("pyspark") is None:
+        return "the Spark Connect client (pyspark-client) is not installed"
     return None

@@ -96,7 +96,10 @@ def sail_pinned(cpus: set[int], base: Path) -> Iterator[tuple[str, int]]:
         os.sched_setaffinity(0, old)
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
-            os.sched_setaffinity(int(tid), cpus)
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except ProcessLookupError:  # the thread ended meanwhile
+                pass
         yield sail.remote, pid
     finally:
         sail.stop(pid)
@@ -230,20 +233,32 @@ def run_profile(opts: ProfileOptions, progress: Callable[[str], None] = log.info
     not_measured: dict[str, str] = {}
     runs: list[Run] = []
     data = opts.work_dir / "data"
+    journal = opts.work_dir / "runs.jsonl"  # every run as it ends: a profile cut short can still be read
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text("")
+    engines: dict[str, list[str]] = {}
     for engine in opts.engines:
-        jobs = []
         for job in opts.jobs:
             why = runnable(job, engine)
             if why:
                 not_measured[f"{job}/{engine}"] = why
             else:
-                jobs.append(job)
-        if not jobs:
-            continue
-        for cores in opts.cores:
-            with (sail_pinned(cpu_set(cores), opts.work_dir / f"sail-{cores}c") if engine == "spark"
-                  else _no_sail()) as (remote, sail_pid):
-                for scale in opts.scales:
+                engines.setdefault(engine, []).append(job)
+
+    def record(got: list[Run]) -> None:
+        with journal.open("a") as f:
+            f.writelines(json.dumps(asdict(r)) + "\n" for r in got)
+        progress(f"{got[0].engine} {got[0].cores}c x{got[0].scale} " + ", ".join(
+            f"{r.job}{' (concurrent)' if r.mode == 'concurrent' else ''}: "
+            + (f"{r.wall_s:.2f} s" if r.ok else f"FAILED {r.error}") for r in got))
+
+    # Smallest scale first, every configuration, then the next: a profile stopped early has whole scales.
+    for scale in opts.scales:
+        for engine, jobs in engines.items():
+            # Most cores first: the Spark input is prepared on the faster Sail.
+            for cores in sorted(opts.cores, reverse=True):
+                with (sail_pinned(cpu_set(cores), opts.work_dir / f"sail-{cores}c") if engine == "spark"
+                      else _no_sail()) as (remote, sail_pid):
                     bases, ready = {}, []
                     for job in jobs:
                         sizes = JOBS[job].sizes(scale * opts.size_factor)
@@ -254,7 +269,7 @@ def run_profile(opts: ProfileOptions, progress: Callable[[str], None] = log.info
                             not_measured[f"{job}/{engine}"] = why
                             continue
                         ready.append(job)
-                        progress(f"prepared {job} x{scale} ({sizes}) in {time.perf_counter() - t0:.1f} s")
+                        progress(f"prepared {job} x{scale} ({sizes}) for {engine} in {time.perf_counter() - t0:.1f} s")
                     rounds = [[j] for j in ready for _ in range(opts.runs)] if "alone" in opts.modes else []
                     if "concurrent" in opts.modes and len(ready) > 1:
                         rounds += [list(ready)] * opts.runs
@@ -267,10 +282,7 @@ def run_profile(opts: ProfileOptions, progress: Callable[[str], None] = log.info
                         planned.append([Run(j, engine, cores, scale, mode, counter[key],
                                             JOBS[j].sizes(scale * opts.size_factor), round_jobs=len(jobs_in_round))
                                         for j in jobs_in_round])
-                    run_rounds(opts, planned, bases, remote, sail_pid, opts.work_dir / "logs", lambda got: progress(
-                        f"{engine} {cores}c x{scale} " + ", ".join(
-                            f"{r.job}{' (concurrent)' if r.mode == 'concurrent' else ''}: "
-                            + (f"{r.wall_s:.2f} s" if r.ok else f"FAILED {r.error}") for r in got)))
+                    run_rounds(opts, planned, bases, remote, sail_pid, opts.work_dir / "logs", record)
                     runs += [r for got in planned for r in got]
     return runs, not_measured
 

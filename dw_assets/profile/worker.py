@@ -1,6 +1,7 @@
 """One measured run in its own process: `python -m dw_assets.profile.worker '<spec json>'`.
 
-Set-up first (imports, copies, the Spark session: not measured), then a `ready` line on stdout; the profiler
+Set-up first (imports, copies, the Spark session: not measured), then every thread is pinned to the run's
+cores and a `ready` line goes to stdout; the profiler
 answers `go` on stdin (so that concurrent runs start together) and the worker measures the job itself: wall
 time, its own CPU seconds and I/O counters from /proc, and its peak RSS over the run (VmHWM reset at the start).
 """
@@ -20,7 +21,10 @@ from .jobs import setup_run
 def pin(cpus: set[int]) -> None:
     """Every thread of this process onto `cpus` (threads started later inherit it from their creator)."""
     for tid in os.listdir("/proc/self/task"):
-        os.sched_setaffinity(int(tid), cpus)
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:  # the thread ended meanwhile
+            pass
 
 
 def main(spec: dict) -> dict:
