@@ -99,3 +99,24 @@ def test_quick_profile_recommends_only_from_measured_runs(tmp_path, capsys):
     page = (out / "profile.html").read_text()
     assert page.count("<svg") == len(JOBS) and "examples to replace" in page
     assert "recommendation(s) checked" in printed
+
+
+def test_recorded_runs_are_repriced_without_running(tmp_path, capsys):
+    from dataclasses import asdict
+
+    journal = tmp_path / "runs.jsonl"
+    runs = [_run("local", 1, i, w) for i, w in enumerate([1.0, 1.1, 0.9])] + \
+           [_run("local", 2, i, w) for i, w in enumerate([0.5, 0.6, 0.55])]
+    journal.write_text("".join(json.dumps(asdict(r)) + "\n" for r in runs))
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("currency: EUR\nvm: {price_per_core_hour: 3.6}\n")
+    out = tmp_path / "out"
+    assert main(["--home", str(tmp_path), "profile", "--from-runs", str(journal), "--prices", str(prices),
+                 "--out", str(out)]) == 0
+    profile = json.loads((out / "profile.json").read_text())
+    assert profile["recorded"] and len(profile["runs"]) == 6 and not (out / "work").exists()
+    rec, = profile["jobs"]["apply_bulk"]["recommendations"]
+    # 2 cores at 0.55 s cost 2 x 0.55 s x 3.6/3600 = 0.0011 EUR; 1 core at 1.0 s, 0.001 EUR but 1.8x slower
+    assert rec["cell"] == "apply_bulk/local/2c/x1/alone" and rec["cost"] == pytest.approx(0.0011)
+    assert "EUR" in capsys.readouterr().out
+    assert main(["--home", str(tmp_path), "profile", "--from-runs", str(tmp_path / "missing.jsonl")]) == 2

@@ -44,7 +44,8 @@ def build_profile(opts: ProfileOptions, out_dir: Path, prices_path: str | None =
         started_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         seconds=round(time.time() - started, 1),
         machine=(f"{platform.node()}: {os.cpu_count()} CPUs, load {load_before[0]:.1f} at start and "
-                 f"{load_after[0]:.1f} at the end (1-min average)"),
+                 f"{load_after[0]:.1f} at the end (1-min average)" if recorded is None else
+                 f"summarised on {platform.node()} from {len(runs)} recorded runs (the load during them is not known)"),
         options={"jobs": opts.jobs, "engines": opts.engines, "cores": opts.cores, "scales": opts.scales,
                  "modes": opts.modes, "runs": opts.runs, "quick": opts.quick, "latency_slack": opts.latency_slack},
         runs=run_dicts(runs), recorded=recorded is not None)

@@ -36,6 +36,11 @@ def table_rows(job: dict[str, Any], currency: str) -> list[list[str]]:
             rows.append([f"x{c['scale']}", c["engine"], str(c["cores"]), "not measured", "0", "", "", "", "", "", "",
                          "", c.get("reason", "")])
             continue
+        if kind == "measured" and not c["runs"]:
+            why = (c.get("failed_runs") or ["no run"])[0] or "no run"
+            rows.append([f"x{c['scale']}", c["engine"], str(c["cores"]), c["mode"], "0", "", "", "", "", "", "", "",
+                         f"all {len(c.get('failed_runs', []))} runs failed: {why[:120]}"])
+            continue
         rss = _num(c.get("peak_rss_mb"), "{:,.0f}")
         if c.get("sail_peak_rss_mb"):
             rss += f" (+ Sail {c['sail_peak_rss_mb']:,.0f})"
