@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("dw_assets.demo.commands",
              "run the whole pipeline locally: stack, clients, capture, workload, Dagster (and its UI)"),
     "bench": ("dw_assets.bench.commands", "benchmarks: each stage against its reference, median of several runs"),
+    "profile": ("dw_assets.profile.commands",
+                "compute profile: each job type on each engine, core count and scale, with its cost and a recommendation"),
 }
 COMMAND_MODULES = list(dict.fromkeys(module for module, _ in COMMANDS.values()))
 _VALUE_OPTIONS = ("--home", "--model")  # global options that take a value

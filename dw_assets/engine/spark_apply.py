@@ -50,7 +50,7 @@ PROGRESS_SCHEMA = pa.schema([pa.field("table", pa.string()), pa.field("batch", p
 
 
 def _view(spark, name: str, rows: pa.Table) -> None:
-    if rows.num_rows == 0:  # Spark cannot infer a schema from no rows
+    if rows.num_rows == 0:  # Spark cannot infer a schema from no rows (e.g. a batch without truncates)
         from pyspark.sql.pandas.types import from_arrow_schema
 
         spark.createDataFrame([], schema=from_arrow_schema(rows.schema)).createOrReplaceTempView(name)
