@@ -320,19 +320,24 @@ def _reports_from_service(probes: list[Probe], path: Path) -> None:
             pr.report_build_s = first["end"] - first["start"]
 
 
-def _proc_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds so far of a live process and its live children (the service's report worker):
-    /proc/PID/stat fields 4 (ppid), 14 and 15."""
-    total, found = 0.0, False
+def _proc_stats(pid: int) -> dict[int, list[str]]:
+    """/proc/PID/stat fields after the command (field 4, ppid, at index 1) of a live process and its live children
+    (the service's apply and side workers)."""
+    found: dict[int, list[str]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             f = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if stat.parent.name == str(pid) or f[1] == str(pid):
-            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-            found = True
-    return total if found else None
+            found[int(stat.parent.name)] = f
+    return found
+
+
+def _proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds so far of a live process and its live children (fields 14 and 15)."""
+    stats = _proc_stats(pid)
+    return sum(int(f[11]) + int(f[12]) for f in stats.values()) / os.sysconf("SC_CLK_TCK") if stats else None
 
 
 def _continuous(settings: Settings, p: E2EParams, work: Path, service: bool = False) -> StageResult:
@@ -499,17 +504,9 @@ def _check_roles(roles: dict[str, Child]) -> None:
 def _children_peak_rss_mb(pid: int) -> float | None:
     """Sum of the peak RSS (VmHWM) of a process's live children (the service's apply and side workers): an upper
     bound of what they held at once."""
-    total, found = 0.0, False
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = stat.read_text().rsplit(")", 1)[1].split()[1]
-        except OSError:
-            continue
-        if ppid == str(pid):
-            rss = peak_rss_mb(int(stat.parent.name))
-            if rss is not None:
-                total, found = total + rss, True
-    return round(total, 1) if found else None
+    peaks = [peak_rss_mb(child) for child in _proc_stats(pid) if child != pid]
+    known = [r for r in peaks if r is not None]
+    return round(sum(known), 1) if known else None
 
 
 def _service_figures(p: E2EParams, stats: Any, cpu0: float | None, cpu1: float | None,
