@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dw_assets.cdc.checkpoint import ServiceLock
+from dw_assets.contracts import client_topic_prefix
+from dw_assets.lakehouse.landing_files import LandingFile
 from dw_assets.landing.client_lock import LandingBusy
 from dw_assets.landing.flush import FlushPolicy
 from dw_assets.landing.landing_file import LandedFile
@@ -227,9 +229,6 @@ class IngestService:
                 delay = min(delay * 2, self.options.max_backoff_s)
 
     def _handoff(self, c: _Client, f: LandedFile, rows: Any) -> None:
-        from dw_assets.contracts import client_topic_prefix
-        from dw_assets.lakehouse.landing_files import LandingFile
-
         prefix = client_topic_prefix(self.settings.kafka.topic_prefix, c.database)
         table = f.topic[len(prefix):] if f.topic.startswith(prefix) else f.topic
         keep = c.landed_bytes + rows.nbytes <= HANDOFF_BYTES
