@@ -15,7 +15,7 @@ import pytest
 from deltalake import write_deltalake
 
 from dw_assets import cli
-from dw_assets.lakehouse import migration
+from dw_assets.lakehouse import bronze, migration
 from dw_assets.lakehouse.apply import apply_client
 from dw_assets.lakehouse.evolution import StaticSourceSchema
 from dw_assets.lakehouse.ordering import (SEQ, SEQ_END, SEQ_END_ROW, SEQ_ROW, STREAMED_ROW, ChangeOrder,
@@ -179,6 +179,47 @@ def test_repeated_delivery_leaves_bronze_one_row(local_settings: Settings, tmp_p
     cdf = pa.table(open_table(local_settings, silver_url).load_cdf(starting_version=v + 1).read_all())
     assert list(zip(cdf["account_id"].to_pylist(), cdf["_change_type"].to_pylist())).count((7, "insert")) == 0
     assert history_of(local_settings, client, 7) == [("7.00", False, False)]  # ended by the truncate
+
+
+def test_bronze_marks_follow_bronze_and_a_lake_without_them_still_drops_redeliveries(
+        local_settings: Settings, tmp_path: Path, monkeypatch):
+    """Each table's highest `_dw_seq` rides in bronze's commits (so in-order batches read nothing back); a lake
+    written before the marks gets them from what it holds, and a redelivery or a late older change there and
+    afterwards is still judged against bronze: one row per change, the delete holds the late create back."""
+    client = unique_client("mk")
+    model = tiny_model(tmp_path)
+    feed = LandingFeed(local_settings, client, KEYS, binlog_file=4)
+
+    def truth() -> dict[str, int]:
+        b = read_delta(local_settings, "bronze", client, "accounts")
+        return {"accounts": pc.max(b[SEQ]).as_py()}
+
+    def marks() -> dict[str, int | None]:
+        return bronze.seq_marks(open_table(local_settings, bronze_url(local_settings, client)), ["accounts"])
+
+    first = feed.events("accounts", [("c", account(i)) for i in range(1, 4)] + [("d", {"account_id": 3})])
+    with monkeypatch.context() as m:  # the previous release: no marks in bronze's commits
+        m.setattr(bronze, "_advanced_marks", lambda *a: [])
+        feed.write("accounts", first)
+        apply(local_settings, client, model)
+    assert marks() == {"accounts": None}
+    late = feed.events("accounts", [("u", account(1, "1.50"))])
+    feed.write("accounts", first, partition=1)  # redelivered into an unmarked bronze, next to a new change
+    feed.write("accounts", late)
+    r = apply_client(local_settings, client, model, source_schema=NO_SOURCE)
+    assert r.ok and r.tables["accounts"].bronze_duplicates == len(first)
+    assert marks() == truth()
+    feed.write("accounts", feed.events("accounts", [("c", account(4))]))  # in order, after the mark
+    apply(local_settings, client, model)
+    assert marks() == truth()
+    feed.write("accounts", first + late, partition=2)  # once more, now that the mark is there
+    r = apply_client(local_settings, client, model, source_schema=NO_SOURCE)
+    assert r.ok and r.tables["accounts"].bronze_rows == 0 and r.tables["accounts"].bronze_duplicates == 5
+    assert marks() == truth()
+    assert read_delta(local_settings, "bronze", client, "accounts").num_rows == len(first) + 2
+    silver = {x["account_id"]: str(x["balance"]) for x in read_delta(local_settings, "silver", client,
+                                                                         "accounts").to_pylist()}
+    assert silver == {1: "1.50", 2: "1.10", 4: "1.10"}  # 3 stays deleted: its tombstone holds the create back
 
 
 # ---- migration of the old layout ---------------------------------------------------------------------------

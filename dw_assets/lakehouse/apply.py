@@ -28,7 +28,6 @@ from typing import Mapping, Sequence
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 from deltalake import DeltaTable
 
 from dw_assets.model import StandardModel, Table, load_model
@@ -36,7 +35,7 @@ from dw_assets.settings import Settings
 
 from . import changes, quarantine
 from .apply_lock import apply_lock
-from .bronze import append_bronze, bronze_dataset, files_of_batch, read_bronze_since, sealed_batch, unique_changes
+from .bronze import BronzeView, append_bronze, files_of_batch, read_bronze_since, sealed_batch, unique_changes
 from .changes import ChangeParseError
 from .client_state import ClientState, manifest_entry
 from .commit_retry import CommitRetriesExhausted
@@ -187,10 +186,12 @@ def _apply(settings: Settings, client: str, model: StandardModel | None, databas
                 tr.bronze_duplicates += batch_rows[name].num_rows - tr.bronze_rows
                 tr.bronze_version = appended.version
             manifest_rows += entries
-        # Once, after the append (a retried append re-opened bronze: then re-open here too); every table's reads
-        # share it.
-        bronze = (bronze_dt.to_pyarrow_dataset() if not pending or bronze_dt.version() == appended.version
-                  else bronze_dataset(settings, client))
+        # After the append (a retried append re-opened bronze: then re-open here too); every table's reads share
+        # it, and in-order streaming reads none (see `BronzeView`).
+        if pending and bronze_dt.version() != appended.version:
+            bronze_dt = open_table(settings, bronze_url(settings, client))
+            assert bronze_dt is not None
+        bronze = BronzeView(bronze_dt, appended.marks_before if pending else None)
         t2 = time.perf_counter()
         result.timings["bronze"] = t2 - t1
         # The batch is sealed in bronze: the manifest and every table's silver go on side by side.
@@ -294,7 +295,7 @@ def _progress(settings: Settings, client: str, t: Table, silver_dt: DeltaTable, 
 
 def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, target: int, new_batch: bool,
                  batch_events: pa.Table | None, source: SourceSchema, con: duckdb.DuckDBPyConnection, now: datetime,
-                 tr: TableApply, bronze: pads.Dataset | None = None) -> bool:
+                 tr: TableApply, bronze: BronzeView | None = None) -> bool:
     """Bring one table's silver up to batch `target`; False (error recorded) when the table must wait.
 
     The new batch (if any) comes from memory; older batches the table missed (a failed or interrupted earlier
@@ -306,7 +307,8 @@ def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, 
     committed = target - 1 if new_batch else target
     events = batch_events
     if last < committed and state.last_batch_of.get(t.name, 0) > last:
-        older = read_bronze_since(settings, client, t.name, last, up_to_batch=committed, dataset=bronze)
+        older = read_bronze_since(settings, client, t.name, last, up_to_batch=committed,
+                                  dataset=bronze.dataset() if bronze is not None else None)
         if older.num_rows:
             events = older if events is None else pa.concat_tables([older, events.cast(older.schema)])
     cur = con.cursor()  # DuckDB: one connection per thread
@@ -369,7 +371,7 @@ def encoding_of(settings: Settings) -> Encoding:
 def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, source: SourceSchema,
                  state: ClientState, con: duckdb.DuckDBPyConnection, now: datetime, tr: TableApply,
                  batch: int | None = None, silver_dt: DeltaTable | None = None,
-                 bronze: pads.Dataset | None = None) -> None:
+                 bronze: BronzeView | None = None) -> None:
     """Step 4 for one table: evolve the schema if needed, truncate, MERGE into silver, update history; `batch`
     (None: a quarantine retry, outside the batch sequence) is recorded as the table's progress."""
     silver_dt = silver_dt or open_table(settings, table_url(settings, "silver", client, t.name))

@@ -28,7 +28,7 @@ from dw_assets.model import TypeSpec
 
 from dw_assets.settings import Settings
 
-from .bronze import deletes_since
+from .bronze import BronzeView, deletes_since
 from .changes import decode_events, latest_per_key, qi
 from .decoding import Encoding
 from .commit_retry import with_commit_retry
@@ -124,14 +124,18 @@ def tombstones(con: duckdb.DuckDBPyConnection, deletes: pa.Table, key_fields: Se
 
 def read_tombstones(settings: Settings, client: str, table: str, con: duckdb.DuckDBPyConnection,
                     key_fields: Sequence[pa.Field], since_seq: int, specs: Mapping[str, TypeSpec] | None = None,
-                    encoding: Encoding | None = None, bronze: pads.Dataset | None = None,
+                    encoding: Encoding | None = None, bronze: BronzeView | None = None,
                     batch_events: pa.Table | None = None) -> pa.Table:
     """The tombstones that can hold back changes at `since_seq` or later (bronze's deletes from there on), plus
     those of a lake written before tombstones moved into bronze (its `tombstones` table, if it has one).
 
     Deletes among `batch_events` (the batch itself) are left out: the latest change per key in the batch already
-    decides against them, so in-order streaming decodes nothing here."""
-    deletes = deletes_since(settings, client, table, since_seq, bronze)
+    decides against them, so in-order streaming decodes nothing here, and reads nothing when bronze held no
+    change of the table from `since_seq` on before the batch (`bronze`: the batch's view of it)."""
+    if bronze is not None and batch_events is not None and not bronze.may_hold(table, since_seq):
+        deletes = pa.table({})
+    else:
+        deletes = deletes_since(settings, client, table, since_seq, bronze.dataset() if bronze is not None else None)
     if deletes.num_rows and batch_events is not None and batch_events.num_rows:
         ident = ["key", *ORDER_COLUMNS]
         own = pl.from_arrow(batch_events.select(ident))
