@@ -217,3 +217,33 @@ def test_silver_behind_bronze_catches_up(local_settings: Settings, tmp_path: Pat
     assert r.ok and r.batch == 2 and r.tables["accounts"].events == 5  # batch 1 from bronze + batch 2
     assert silver_state(local_settings, client) == expected_state(feed)
     assert read_delta(local_settings, "bronze", client, "accounts").num_rows == 5
+
+
+def test_a_process_keeps_tables_open_and_reads_a_recreated_client_afresh(local_settings: Settings, tmp_path: Path):
+    """An ingest worker keeps each client's tables open between batches (`table_cache`). When the client's lake
+    is dropped and created again under it (offboarding with purge, then onboarding again), the next batches
+    read the new tables, not the old ones' state: silver equals the new source, history holds only its rows."""
+    from dw_assets.onboarding.client_data import drop_data
+
+    client = unique_client("lk")
+    model = tiny_model(tmp_path)
+
+    def apply() -> None:
+        r = apply_client(local_settings, client, model, source_schema=NO_SOURCE)
+        assert r.ok, r.failed
+
+    old = LandingFeed(local_settings, client, KEYS)
+    old.write("accounts", old.events("accounts", [("c", account(i, "5.00")) for i in range(1, 21)]))
+    apply()
+    old.write("accounts", old.events("accounts", [("u", account(i, "6.00")) for i in range(1, 11)]))
+    apply()  # silver and history at version 2, kept open by this process
+    drop_data(local_settings, client, client)
+
+    new = LandingFeed(local_settings, client, KEYS)
+    for step in range(4):  # the new tables pass the old ones' versions
+        new.write("accounts", new.events("accounts", [("c", account(100 + step, f"{step}.25"))]), partition=step % 3)
+        apply()
+    assert silver_state(local_settings, client) == expected_state(new) == {
+        100 + s: (f"name {100 + s}", f"{s}.25") for s in range(4)}
+    history = read_delta(local_settings, "silver_history", client, "accounts")
+    assert sorted(history["account_id"].to_pylist()) == [100, 101, 102, 103]

@@ -74,7 +74,7 @@ class CaptureOptions:
     reconnect_backoff_s: tuple[float, float] = (0.5, 30.0)
     replica_server_id: int | None = None  # the id this client registers with; random if None
     databases: DatabaseSource | None = None  # default: active clients from the registry
-    linger_ms: int = 20
+    linger_ms: int | None = None  # default: settings.kafka.linger_ms (DW_KAFKA_LINGER_MS)
     max_buffered_messages: int = 200_000
     idle_tick_s: float = 0.25  # server heartbeat period: wakes the loop while the binlog is quiet
     mirror_offsets_to_kafka: bool = True
@@ -194,6 +194,7 @@ class CaptureService:
                     self._replace_producer()
                 self._rewind_to_checkpoint()
         self._checkpoint(force=True)
+        self.producer.flush(5.0)  # the last checkpoint's offsets mirror, held back by linger.ms otherwise
         for w in self.workers.values():
             w.stop()
         self.stats.position = str(self.position)
@@ -204,7 +205,7 @@ class CaptureService:
         conf = self.settings.kafka.client_config() | {
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": self.opt.linger_ms,
+            "linger.ms": self.settings.kafka.linger_ms if self.opt.linger_ms is None else self.opt.linger_ms,
             "batch.num.messages": 10_000,
             "batch.size": 1_000_000,
             "queue.buffering.max.messages": self.opt.max_buffered_messages,

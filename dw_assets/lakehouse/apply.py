@@ -47,6 +47,7 @@ from .migration import migrate_client
 from .ordering import ORDER_COLUMNS, min_order
 from .paths import bronze_url, open_table, table_url
 from .silver import SILVER_APP, MergeCounts, merge_silver, read_tombstones, truncate_silver
+from .table_cache import borrow, give_back
 from .tables import BRONZE_TABLE, DW_PREFIX, SOURCE_TS, ensure_client_tables_cached
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def _apply(settings: Settings, client: str, model: StandardModel | None, databas
     result.created_tables = ensure_client_tables_cached(settings, client, model)
     migrate_client(settings, client, model)  # a lake of an older layout: once, before any read
     state = ClientState(settings, client)
-    bronze_dt = open_table(settings, bronze_url(settings, client))
+    bronze_dt = borrow(settings, bronze_url(settings, client))
     assert bronze_dt is not None
     # A batch sealed in bronze whose manifest append was lost (kill -9 in between): its files, from the commit.
     manifest_rows = _unrecorded_batch(bronze_dt, state)
@@ -209,6 +210,7 @@ def _apply(settings: Settings, client: str, model: StandardModel | None, databas
             if manifest is not None:
                 manifest.result()
         result.timings["silver"] = time.perf_counter() - t2
+        give_back(settings, bronze_url(settings, client), bronze_dt)  # for the next batch (`table_cache`)
     finally:
         con.close()
     result.batch = state.last_batch
@@ -281,15 +283,13 @@ def _read_batch(settings: Settings, pending: list[LandingFile], con: duckdb.Duck
     return per_table
 
 
-def _progress(settings: Settings, client: str, t: Table, silver_dt: DeltaTable, state: ClientState) -> int:
+def _progress(silver_dt: DeltaTable, history_dt: DeltaTable | None, state: ClientState, table: str) -> int:
     """The last batch the table applied: silver's application transaction (and its history's, for SCD2), or a
     lake's older `silver_progress` row, whichever is later."""
-    floor = state.applied.get(t.name, 0)
+    floor = state.applied.get(table, 0)
     last = max(silver_dt.transaction_version(SILVER_APP) or 0, floor)
-    if t.options.scd2:
-        h = open_table(settings, table_url(settings, "silver_history", client, t.name))
-        if h is not None:
-            last = min(last, max(h.transaction_version(HISTORY_APP) or 0, floor))
+    if history_dt is not None:
+        last = min(last, max(history_dt.transaction_version(HISTORY_APP) or 0, floor))
     return last
 
 
@@ -301,9 +301,14 @@ def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, 
     The new batch (if any) comes from memory; older batches the table missed (a failed or interrupted earlier
     run) come from bronze, where they are committed.
     """
-    silver_dt = open_table(settings, table_url(settings, "silver", client, t.name))
+    # Kept open between batches (`table_cache`): given back only after a use that succeeded.
+    urls = {"silver": table_url(settings, "silver", client, t.name)}
+    if t.options.scd2:
+        urls["history"] = table_url(settings, "silver_history", client, t.name)
+    opened = {layer: borrow(settings, url) for layer, url in urls.items()}
+    silver_dt, history_dt = opened["silver"], opened.get("history")
     assert silver_dt is not None
-    last = _progress(settings, client, t, silver_dt, state)
+    last = _progress(silver_dt, history_dt, state, t.name)
     committed = target - 1 if new_batch else target
     events = batch_events
     if last < committed and state.last_batch_of.get(t.name, 0) > last:
@@ -315,7 +320,9 @@ def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, 
     try:
         if events is not None and events.num_rows:
             _apply_table(settings, client, t, events, source, state, cur, now, tr, batch=target,
-                         silver_dt=silver_dt, bronze=bronze)
+                         silver_dt=silver_dt, bronze=bronze, history_dt=history_dt)
+        for layer, url in urls.items():
+            give_back(settings, url, opened[layer])
         return True
     except TABLE_ERRORS as e:
         tr.error = str(e)
@@ -371,7 +378,7 @@ def encoding_of(settings: Settings) -> Encoding:
 def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, source: SourceSchema,
                  state: ClientState, con: duckdb.DuckDBPyConnection, now: datetime, tr: TableApply,
                  batch: int | None = None, silver_dt: DeltaTable | None = None,
-                 bronze: BronzeView | None = None) -> None:
+                 bronze: BronzeView | None = None, history_dt: DeltaTable | None = None) -> None:
     """Step 4 for one table: evolve the schema if needed, truncate, MERGE into silver, update history; `batch`
     (None: a quarantine retry, outside the batch sequence) is recorded as the table's progress."""
     silver_dt = silver_dt or open_table(settings, table_url(settings, "silver", client, t.name))
@@ -404,4 +411,5 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
     if t.options.scd2:
         truncates = events.filter(pc.equal(events["op"], "t")).select([*ORDER_COLUMNS, "source_ts_ms"]).rename_columns(
             [*ORDER_COLUMNS, SOURCE_TS])
-        tr.history = apply_history(settings, client, t.name, keys, columns, typed, truncates, con, batch=batch)
+        tr.history = apply_history(settings, client, t.name, keys, columns, typed, truncates, con, batch=batch,
+                                   dt=history_dt if current else None)

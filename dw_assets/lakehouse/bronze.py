@@ -113,14 +113,16 @@ def unique_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Table:
 
 def _seq_range(rows: pa.Table, how: str) -> dict[str, int]:
     """Per table the min or max `_dw_seq` of `rows` (rows without one left out)."""
-    agg = rows.filter(pc.is_valid(rows[SEQ])).group_by(BRONZE_TABLE).aggregate([(SEQ, how)])
+    narrow = rows.select([BRONZE_TABLE, SEQ])  # bronze rows are wide (row images): filter only these two
+    agg = narrow.filter(pc.is_valid(narrow[SEQ])).group_by(BRONZE_TABLE).aggregate([(SEQ, how)])
     return dict(zip(agg[BRONZE_TABLE].to_pylist(), agg[f"{SEQ}_{how}"].to_pylist()))
 
 
 def _not_in_bronze(dt: DeltaTable, rows: pa.Table, marks: Mapping[str, int | None]) -> pa.Table:
     """`rows` minus the changes bronze already holds (compared on IDENTITY, read for the batch's seqs only, and
     only for tables whose changes reach back to their mark: the others cannot repeat anything)."""
-    known = rows.filter(pc.and_(pc.is_valid(rows["source_file"]), pc.is_valid(rows["source_pos"])))
+    narrow = rows.select([BRONZE_TABLE, SEQ, "source_file", "source_pos"])  # not the wide row images
+    known = narrow.filter(pc.and_(pc.is_valid(narrow["source_file"]), pc.is_valid(narrow["source_pos"])))
     overlapping = [t for t, low in _seq_range(known, "min").items() if marks.get(t) is None or low <= marks[t]]
     if not overlapping:
         return rows

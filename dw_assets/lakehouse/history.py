@@ -14,7 +14,7 @@ from typing import Sequence
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
-from deltalake import CommitProperties, Transaction
+from deltalake import CommitProperties, DeltaTable, Transaction
 
 from dw_assets.settings import Settings
 
@@ -32,9 +32,10 @@ HISTORY_APP = "dw.history"  # application transaction id: the last batch the his
 
 def apply_history(settings: Settings, client: str, table: str, keys: Sequence[str], columns: Sequence[str],
                   typed: pa.Table, truncates: pa.Table, con: duckdb.DuckDBPyConnection,
-                  batch: int | None = None) -> MergeCounts:
+                  batch: int | None = None, dt: DeltaTable | None = None) -> MergeCounts:
     """Add a batch's changes (typed events of all ops, and truncates: `_dw_seq`, `_dw_seq_row`,
-    `_dw_source_ts_ms`) in one commit, which records `batch` as the history's progress (`HISTORY_APP`)."""
+    `_dw_source_ts_ms`) in one commit, which records `batch` as the history's progress (`HISTORY_APP`); `dt`:
+    the history table at its latest version, as the caller opened it (a retry re-opens it)."""
     if typed.num_rows == 0 and truncates.num_rows == 0:
         return MergeCounts()
     url = table_url(settings, "silver_history", client, table)
@@ -44,8 +45,11 @@ def apply_history(settings: Settings, client: str, table: str, keys: Sequence[st
     # A truncate event carries only keys: NULL for the other data columns.
     trunc_data = ", ".join(qi(c) if c in keys else f"NULL AS {qi(c)}" for c in columns)
 
+    opened = [dt]
+
     def step() -> MergeCounts:
-        dt = open_table(settings, url)
+        dt = opened.pop() if opened and opened[0] is not None else open_table(settings, url)
+        opened.clear()
         assert dt is not None, f"history table missing: {url}"
         # Only versions still open or ended at/after the oldest new change can get a different end.
         # Filtered on `_dw_seq_end` alone: a superset (a version ended at the oldest seq, before its row, comes
