@@ -4,6 +4,7 @@ Tests never touch a running `dw stack` (its ports are not used) and every server
 """
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,10 @@ from dw_assets.settings import S3Settings, Settings, load_settings
 from dw_assets.stack import Stack, StackConfig, find_free_port
 from dw_assets.stack.s3 import LOCAL_KEY, MotoServer, ensure_bucket
 
+# The product creates one partition per topic (Debezium's default); the suite runs three, for itself and the
+# processes it starts, so per-partition files, offsets and ordering across partitions stay tested.
+SUITE_ENV = {"DW_TOPIC_PARTITIONS": "3"}
+os.environ.update(SUITE_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +42,7 @@ def stack(stack_home: Path) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def stack_settings(stack: Stack) -> Settings:
     """Settings for the session's stack, ignoring any DW_* variables of the developer's shell."""
-    return load_settings(env={}, home=stack.home)
+    return load_settings(env=dict(SUITE_ENV), home=stack.home)
 
 
 @pytest.fixture(scope="session")

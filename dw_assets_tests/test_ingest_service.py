@@ -217,6 +217,33 @@ def test_a_client_with_a_breaking_schema_stops_alone(settings: Settings):
         assert all(r.run_id == "" for r in records)  # reported without a run
 
 
+def test_a_breaking_ddl_stops_an_idle_client_within_the_gate_ttl(settings: Settings):
+    """The service reads each conforming client's production schema again ahead of its gate result expiring,
+    outside the micro-batches: a breaking DDL stops the client within the TTL even when no row changes follow."""
+    from dw_assets.db import connection
+    from dw_assets.identifiers import quote_ident
+    from dw_assets.workload import seed_clients
+
+    client = unique_client("ig")
+    seed_clients(settings, [client], rows_per_client=20, seed=5, replace=True)
+    _capture(settings, [client])
+    service, t = _start_service(settings, {client: client}, gate_ttl_s=2.0)
+    try:
+        _wait(lambda: any(client in hb.clients for hb in read_heartbeats(settings))
+              and service.heartbeat.batches >= 1, 60, "the snapshot applied")
+        time.sleep(3)  # the gate's result has been read again at least once by now, conforming
+        assert client not in {c for hb in read_heartbeats(settings) for c in hb.stopped}
+        with connection(settings) as conn, conn.cursor() as cur:
+            cur.execute(f"ALTER TABLE {quote_ident(client)}.`customers` DROP COLUMN `notes`")  # no row changes
+            conn.commit()
+        _wait(lambda: "breaking" in {c: r for hb in read_heartbeats(settings) for c, r in hb.stopped.items()}.get(
+            client, ""), 20, "the heartbeat to show the idle client stopped by the gate")
+    finally:
+        service.stop()
+        t.join(60)
+    assert not t.is_alive()
+
+
 def _lagging_client(settings: Settings) -> str:
     from dw_assets.landing.sample_events import produce_changes
 

@@ -88,6 +88,7 @@ class ApplyResult:
     created_tables: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)  # topics of tables the model does not have
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, for the benchmark and logs
+    cpu_s: float = 0.0  # CPU seconds of this process (all threads) during the run: exact in an apply worker
 
     @property
     def failed(self) -> dict[str, str]:
@@ -151,7 +152,7 @@ def _apply(settings: Settings, client: str, model: StandardModel | None, databas
            source_schema: SourceSchema | None, threads: int | None, corrections: pa.Table | None,
            files: list[LandingFile] | None = None, rows: Mapping[str, pa.Table] | None = None,
            local_silver: bool = True) -> ApplyResult:
-    started = time.perf_counter()
+    started, cpu0 = time.perf_counter(), time.process_time()
     model = model or load_model(settings.model_path)
     database = database or client
     now = datetime.now(timezone.utc)
@@ -215,6 +216,7 @@ def _apply(settings: Settings, client: str, model: StandardModel | None, databas
         con.close()
     result.batch = state.last_batch
     result.seconds = time.perf_counter() - started
+    result.cpu_s = time.process_time() - cpu0
     return result
 
 
