@@ -5,6 +5,7 @@ options and URL joining are decided in one place.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -13,7 +14,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
-from dw_assets.settings import Settings
+from dw_assets.settings import S3Settings, Settings
 
 Layer = Literal["bronze", "silver", "silver_history"]
 LAYERS: tuple[Layer, ...] = ("bronze", "silver", "silver_history")
@@ -103,12 +104,17 @@ def read_table(dt: DeltaTable, columns: Sequence[str] | None = None,
 def filesystem(settings: Settings, url: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and the path inside it, for listing and reading landing files."""
     if is_s3(url):
-        s3 = settings.s3
-        endpoint = s3.endpoint_url or None
-        scheme = "https"
-        if endpoint and "://" in endpoint:
-            scheme, endpoint = endpoint.split("://", 1)
-        fs = pafs.S3FileSystem(access_key=s3.access_key_id, secret_key=s3.secret_access_key, region=s3.region,
-                               endpoint_override=endpoint, scheme=scheme)
-        return fs, url.split("://", 1)[1].rstrip("/")
+        return _s3_filesystem(settings.s3), url.split("://", 1)[1].rstrip("/")
     return pafs.LocalFileSystem(), str(Path(url).resolve())
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_filesystem(s3: S3Settings) -> pafs.S3FileSystem:
+    """One client per S3 configuration and process (thread-safe): the apply stats log entries per table and
+    batch (`table_cache`), and a new client per call costs more than the request."""
+    endpoint = s3.endpoint_url or None
+    scheme = "https"
+    if endpoint and "://" in endpoint:
+        scheme, endpoint = endpoint.split("://", 1)
+    return pafs.S3FileSystem(access_key=s3.access_key_id, secret_key=s3.secret_access_key, region=s3.region,
+                             endpoint_override=endpoint, scheme=scheme)

@@ -70,9 +70,3 @@ def give_back(settings: Settings, url: str, dt: DeltaTable | None) -> None:
         while len(_kept) > MAX_KEPT:
             _kept.popitem(last=False)
 
-
-def forget(prefix: str = "") -> None:
-    """Drop the kept tables under `prefix` (all by default), e.g. after removing a client's lake."""
-    with _lock:
-        for url in [u for u in _kept if u.startswith(prefix)]:
-            del _kept[url]
