@@ -101,7 +101,9 @@ def apply_history(settings: Settings, client: str, table: str, keys: Sequence[st
         values = {dq(c): f"s.{dq(c)}" for c in rows.column_names}
         pred = " AND ".join(f"t.{dq(c)} = s.{dq(c)}" for c in list(keys) + list(ORDER_COLUMNS))
         props = CommitProperties(app_transactions=[Transaction(HISTORY_APP, batch)]) if batch is not None else None
-        m = (dt.merge(rows, pred, source_alias="s", target_alias="t", commit_properties=props)
+        # Materialised source (not streamed): lets the MERGE prune target files (see silver.merge_silver).
+        m = (dt.merge(rows, pred, source_alias="s", target_alias="t", commit_properties=props,
+                      streamed_exec=False)
              .when_matched_update(values).when_not_matched_insert(values).execute())
         return MergeCounts(inserted=int(m.get("num_target_rows_inserted", 0)),
                            updated=int(m.get("num_target_rows_updated", 0)), version=dt.version(), metrics=m)

@@ -187,7 +187,10 @@ def merge_silver(settings: Settings, client: str, table: str, keys: Sequence[str
             return counts
         values = {dq(c): f"s.{dq(c)}" for c in data}
         newer = newer_sql("s", "t")  # re-checked inside the MERGE against the committed snapshot
-        m = (dt.merge(todo, _key_predicate(keys), source_alias="s", target_alias="t", commit_properties=props)
+        # streamed_exec=False: deltalake 1.6's streamed MERGE cannot prune target files by the source's key
+        # range and rewrites-scans every file; materialised, it skips files the batch's keys cannot touch.
+        m = (dt.merge(todo, _key_predicate(keys), source_alias="s", target_alias="t", commit_properties=props,
+                      streamed_exec=False)
              .when_matched_delete(predicate=f"s._dw_op = 'd' AND {newer}")
              .when_matched_update(values, predicate=f"s._dw_op <> 'd' AND {newer}")
              .when_not_matched_insert(values, predicate="s._dw_op <> 'd'")
