@@ -42,6 +42,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from dw_assets.settings import Settings
 
+from .changes import connect
 from .commit_retry import with_commit_retry
 from .ordering import ORDER_COLUMNS, SEQ, quote
 from .paths import bronze_url, open_table, read_table
@@ -132,7 +133,7 @@ def _not_in_bronze(dt: DeltaTable, rows: pa.Table, marks: Mapping[str, int | Non
         pads.field(SEQ) >= pc.min(seqs)) & (pads.field(SEQ) <= pc.max(seqs)) & pads.field(SEQ).isin(seqs))
     if held.num_rows == 0:
         return rows
-    con = duckdb.connect()  # may run in a worker thread: a connection of its own
+    con = connect()  # may run in a worker thread: a connection of its own
     try:
         con.register("a", _indexed(rows, ["source_file", "source_pos"]))
         con.register("b", held)
