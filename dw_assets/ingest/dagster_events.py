@@ -73,7 +73,7 @@ class RunlessEvents:
         """Report what accumulated; returns the number of events. Never raises: Dagster being unavailable must not
         stop ingestion (the counts are dropped with a warning, the data itself is in the lake)."""
         started = time.monotonic()
-        self._next = started + self.interval_s
+        self._next = started + self.interval_s  # not due again while this flush runs; set for real in `finally`
         with self._lock:
             counts, self._counts = self._counts, {}
             last, self._last = self._last, {}
