@@ -79,7 +79,9 @@ def read_landing_files(settings: Settings, files: list[LandingFile],
     # Each row's file key, by index into the keys: one take, not an array per file.
     which = np.repeat(np.arange(len(files)), [t.num_rows for t in tables])
     keys = pa.array([f.key for f in files], pa.string()).take(pa.array(which))
-    return pa.concat_tables(tables).append_column("_dw_landing_file", keys)
+    # One chunk, not one per file: every later step (filters per table, DuckDB scans, MERGE sources) pays per
+    # chunk (the per-table filters alone took 17 ms instead of 3.5 ms for 150 files).
+    return pa.concat_tables(tables).append_column("_dw_landing_file", keys).combine_chunks()
 
 
 _PLAIN = LANDING_SCHEMA.remove_metadata()
