@@ -139,7 +139,6 @@ class Settings:
     ingest_heartbeat_stale_seconds: float = 15.0
     # After a batch changed a client's silver, the ingest service rebuilds its reports within this many seconds.
     reports_debounce_seconds: float = 10.0
-    history_interval_seconds: float = 30.0  # the ingest service applies SCD2 history at most this often (0: always)
     # The reconciliation check repairs the differing keys it confirms (`dw reconcile --repair`) instead of only
     # alerting.
     reconcile_repair: bool = False
@@ -321,7 +320,6 @@ def load_settings(env: Mapping[str, str] | None = None, home: str | Path | None 
         ingest_drain_seconds=_float(env, "DW_INGEST_DRAIN_SECONDS", 120.0),
         ingest_heartbeat_stale_seconds=_float(env, "DW_INGEST_HEARTBEAT_STALE_SECONDS", 15.0),
         reports_debounce_seconds=_float(env, "DW_REPORTS_DEBOUNCE_SECONDS", 10.0),
-        history_interval_seconds=_float(env, "DW_HISTORY_INTERVAL_SECONDS", 30.0),
         reconcile_repair=env.get("DW_RECONCILE_REPAIR", "0").strip().lower() in ("1", "true", "yes"),
         cdc_time_precision_mode=_choice(env, "DW_CDC_TIME_PRECISION_MODE",
                                         ("adaptive_time_microseconds", "adaptive", "connect")),

@@ -145,7 +145,7 @@ def test_after_kill_9_no_landing_offset_is_in_two_files(killed: KillOutcome):
 
 
 def test_after_a_clean_stop_history_is_current_with_silver(killed: KillOutcome):
-    """History is applied on its own cadence (`DW_HISTORY_INTERVAL_SECONDS`); a clean stop brings it up to date."""
+    """The SCD2 history's current versions are silver's rows, across the kill -9 and the restart."""
     assert killed.history_apart and not any(killed.history_apart.values()), killed.history_apart
 
 

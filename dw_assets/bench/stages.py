@@ -200,16 +200,6 @@ def _micro_figures(settings: Settings, p: dict[str, Any]) -> list[Figure]:
         bound="Per table a DuckDB decode of the row images, the key-pruned read of silver and one MERGE commit "
               "(CDF on); per batch one bronze append and one manifest append; SCD2 tables add a history MERGE. "
               "On 2 cores the tables run 2 at a time.", extra=extra)]
-    service = r["service"]
-    figs.append(Figure(
-        "apply", f"{name} of {service['rows_per_table']:,} rows between two history passes (the ingest service's "
-                 f"batch, history deferred: {_med(service['commits'])} Delta commits)",
-        "s", service["seconds"], "bare deltalake: 8 MERGEs of 50 rows into 10,000 rows with CDF + 1 append",
-        [ref_s], higher_is_better=False, kind="time",
-        bound="The same batch without the 3 history MERGEs, which the service applies at most every "
-              "DW_HISTORY_INTERVAL_SECONDS (30) from bronze.",
-        extra={"commits_per_batch": service["commits"], "phases_s_median": service["phases_s"],
-               "cpu_s_median": service["cpu_median_s"], "target_s": 0.5}))
     if large:
         figs.append(Figure(
             "apply", f"{name} of {large['rows_per_table']:,} rows ({_med(large['commits'])} Delta commits)", "s",

@@ -35,14 +35,13 @@ def ensure_tables_with_engine(settings: Settings, client: str, model: StandardMo
 def apply_with_engine(settings: Settings, client: str, model: StandardModel | None = None,
                       database: str | None = None, files: Sequence[LandingFile] | None = None,
                       source_schema: SourceSchema | None = None,
-                      rows: Mapping[str, pa.Table] | None = None, history: bool = True) -> ApplyResult:
+                      rows: Mapping[str, pa.Table] | None = None) -> ApplyResult:
     """Apply `client`'s new landing files (or just `files`) on the engine `settings.engine` names; `rows`: the
-    rows of some of these files by key, as uploaded (the ingest service's hand-over, `apply_files`);
-    `history=False` defers the SCD2 history tables (local engine; Spark applies them every time)."""
+    rows of some of these files by key, as uploaded (the ingest service's hand-over, `apply_files`)."""
     if settings.engine != "spark":
-        if files is not None or rows or not history:
+        if files is not None or rows:
             return apply_files(settings, client, files, model, database=database, source_schema=source_schema,
-                               rows=rows, history=history)
+                               rows=rows)
         return apply_client(settings, client, model, database=database, source_schema=source_schema)
     import time
 

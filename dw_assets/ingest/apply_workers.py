@@ -57,24 +57,21 @@ def rows_from_ipc(rows: Mapping[str, bytes] | None) -> dict[str, pa.Table] | Non
 
 
 def apply_in_worker(settings: Settings, client: str, database: str, conformance: Any, files: Any = None,
-                    rows: Mapping[str, bytes] | None = None, compact: bool = False,
-                    history: bool = True) -> ClientOutcome:
+                    rows: Mapping[str, bytes] | None = None, compact: bool = False) -> ClientOutcome:
     """`rows`: as `rows_to_ipc` made them."""
     assert _model is not None, "apply_in_worker runs only in an apply_pool worker"
-    return apply_and_compact(settings, client, database, _model, conformance, files, rows_from_ipc(rows), compact,
-                             history)
+    return apply_and_compact(settings, client, database, _model, conformance, files, rows_from_ipc(rows), compact)
 
 
 def apply_and_compact(settings: Settings, client: str, database: str, model: StandardModel, conformance: Any,
-                      files: Any, rows: Any, compact: bool, history: bool = True) -> ClientOutcome:
+                      files: Any, rows: Any, compact: bool) -> ClientOutcome:
     """One micro-batch, then (`compact`) the light maintenance pass over the client's tables.
 
     Each batch adds a file per changed bronze partition and silver table; left alone, every later batch lists
     and prunes more of them (bronze after two minutes at 2,000 changes/s over 10 clients: ~800 files a client).
     The Dagster schedule compacts every 15 minutes; the service compacts its clients itself, here, between two
     of that client's batches, so nothing of this service competes with the commit."""
-    out = apply_one(settings, client, database, model, conformance=conformance, files=files, rows=rows,
-                    history=history)
+    out = apply_one(settings, client, database, model, conformance=conformance, files=files, rows=rows)
     if compact and not out.error and not out.gated:
         from dw_assets.lakehouse.maintenance import COMPACT_FROM_FILES, maintain_client
 

@@ -41,15 +41,14 @@ class ClientOutcome:
 
 def apply_one(settings: Settings, client: str, database: str, model: StandardModel,
               outcome: ClientOutcome | None = None, conformance: Any = None, files: Any = None,
-              rows: Any = None, history: bool = True) -> ClientOutcome:
+              rows: Any = None) -> ClientOutcome:
     """Gate `client` on production schema conformance, then apply its new landing files (one micro-batch).
 
     The gate stops only this client: a breaking difference (e.g. a retyped column) leaves its silver as it was
     and names the differences; the caller alerts and retries later. `conformance`: a recent result to use instead
     of reading the schema again (the service re-reads it every few seconds, not per micro-batch). `files`: the
     new landing files to apply instead of listing the store; `rows`: rows of files by key, as uploaded (see
-    `lakehouse.apply.apply_files`); `history=False`: leave the SCD2 history for a later batch (the service's
-    slower history cadence).
+    `lakehouse.apply.apply_files`).
     """
     from dw_assets.checks.conformance import production_conformance
     from dw_assets.engine.dispatch import apply_with_engine
@@ -59,8 +58,7 @@ def apply_one(settings: Settings, client: str, database: str, model: StandardMod
     if not out.conformance.conforming:
         out.error = f"{len(out.conformance.breaking)} breaking schema difference(s): silver not updated"
         return out
-    out.apply = apply_with_engine(settings, client, model, database=database, files=files, rows=rows,
-                                  history=history)
+    out.apply = apply_with_engine(settings, client, model, database=database, files=files, rows=rows)
     if out.apply.failed:
         out.error = "; ".join(f"{t}: {e}" for t, e in out.apply.failed.items())
     return out

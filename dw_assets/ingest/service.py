@@ -76,9 +76,6 @@ class ServiceOptions:
     dagster_interval_s: float = 5.0  # SQLite instance: ~10 ms CPU per event; a flush after the last ends
     reports: bool = True
     reports_debounce_s: float | None = None  # default: settings.reports_debounce_seconds
-    # SCD2 history at most this often per client (default settings.history_interval_seconds; 0: every batch):
-    # its MERGEs were about a third of a micro-batch's fixed cost, and history is not on the report path.
-    history_interval_s: float | None = None
     batch_log: Path | None = None  # JSON lines, one per micro-batch (the benchmark reads it)
     report_log: Path | None = None  # JSON lines, one per report build
 
@@ -108,8 +105,6 @@ class _Client:
     landed_bytes: int = 0
     listed_at: float | None = None  # monotonic time of the last apply that listed the store
     compacted_at: float = 0.0  # monotonic time of the last compaction pass (apply_workers.apply_and_compact)
-    history_at: float = float("-inf")  # monotonic start of the last batch that brought history up to date
-    history_behind: bool = False  # a batch deferred some history: it gets a batch of its own when due
 
 
 class IngestService:
@@ -133,8 +128,6 @@ class IngestService:
         self.events = RunlessEvents(settings, self.options.dagster_interval_s) if self.options.dagster else None
         self.reports: ReportRefresher | None = None
         self._logs: dict[str, Any] = {}
-        interval = self.options.history_interval_s
-        self.history_interval_s = settings.history_interval_seconds if interval is None else interval
 
     # ---- public ----------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -257,14 +250,10 @@ class IngestService:
         now = time.monotonic()
         with self._lock:
             for c in self._clients.values():
-                if (c.dirty or (c.history_behind and self._history_due(c, now))) and not c.applying \
-                        and now >= c.retry_at:
+                if c.dirty and not c.applying and now >= c.retry_at:
                     c.applying = True
                     c.dirty = False  # files landing from here on make the next batch
                     self._pool.submit(self._apply, c)
-
-    def _history_due(self, c: _Client, now: float) -> bool:
-        return self._stop.is_set() or now - c.history_at >= self.history_interval_s
 
     def _apply(self, c: _Client) -> None:
         from dw_assets.lakehouse.apply_lock import ApplyBusy
@@ -328,10 +317,8 @@ class IngestService:
         compact = time.monotonic() - c.compacted_at >= COMPACT_S
         if compact:
             c.compacted_at = time.monotonic()
-        started = time.monotonic()
-        history = self._history_due(c, started)
         try:
-            out = self._apply_batch(c, cached, files, rows, compact, history)
+            out = self._apply_batch(c, cached, files, rows, compact)
         except BaseException:
             c.listed_at = None
             raise
@@ -342,23 +329,18 @@ class IngestService:
                 for k in taken:
                     _, t = c.landed.pop(k, (None, None))
                     c.landed_bytes -= t.nbytes if t is not None else 0
-            if out.apply is not None:
-                c.history_behind = bool(out.apply.history_behind)
-                if history:
-                    c.history_at = started
         return out
 
-    def _apply_batch(self, c: _Client, cached: Any, files: Any, rows: Any, compact: bool, history: bool) -> Any:
+    def _apply_batch(self, c: _Client, cached: Any, files: Any, rows: Any, compact: bool) -> Any:
         if not self.options.apply_processes:
-            return apply_and_compact(self.settings, c.name, c.database, self.model, cached, files, rows, compact,
-                                     history)
+            return apply_and_compact(self.settings, c.name, c.database, self.model, cached, files, rows, compact)
         with self._procs_lock:
             if self._procs is None:
                 self._procs = apply_pool(self.options.apply_workers, self.model)
             procs = self._procs
         try:
             return procs.submit(apply_in_worker, self.settings, c.name, c.database, cached, files,
-                                rows_to_ipc(rows), compact, history).result()
+                                rows_to_ipc(rows), compact).result()
         except BrokenProcessPool:
             # A worker died (killed, out of memory): a new pool for the next batch; this one failed.
             with self._procs_lock:
@@ -493,7 +475,7 @@ class IngestService:
         self._pool.shutdown(wait=True)
         # One last batch of what was landed since the last apply, so a clean stop leaves silver current.
         for c in clients:
-            if (c.dirty or c.history_behind) and not c.gated and c.name in self._clients:
+            if c.dirty and not c.gated and c.name in self._clients:
                 self._apply(c)
         if self._procs is not None:
             self._procs.shutdown(wait=True)

@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
 import duckdb
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
@@ -90,7 +89,6 @@ class ApplyResult:
     ignored_files: list[str] = field(default_factory=list)  # topics of tables the model does not have
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, for the benchmark and logs
     cpu_s: float = 0.0  # CPU seconds of this process (all threads) during the run: exact in an apply worker
-    history_behind: list[str] = field(default_factory=list)  # SCD2 tables whose history was deferred (`history`)
 
     @property
     def failed(self) -> dict[str, str]:
@@ -116,20 +114,15 @@ def apply_client(settings: Settings, client: str, model: StandardModel | None = 
 def apply_files(settings: Settings, client: str, files: Sequence[LandingFile] | None,
                 model: StandardModel | None = None, database: str | None = None,
                 source_schema: SourceSchema | None = None, threads: int | None = None,
-                rows: Mapping[str, pa.Table] | None = None, history: bool = True) -> ApplyResult:
+                rows: Mapping[str, pa.Table] | None = None) -> ApplyResult:
     """Apply the given newly landed files of `client` (e.g. those an ingest service just wrote) without listing
     the landing store (None: list it, as `apply_client`); files already in the manifest and topics of tables the
     model lacks are skipped. `rows`: the rows of some of these files by key, as their writer uploaded them, so
     they are not read back from the store. A batch a crash left behind, and tables whose silver is behind, are
-    completed as in `apply_client`.
-
-    `history=False` leaves the SCD2 history tables where they are (listed in `history_behind`): the ingest
-    service applies history on a slower cadence than silver, since its MERGEs were about a third of a
-    micro-batch's fixed cost. Bronze holds every change, so the next batch with `history=True` catches the
-    history up from there (the same path as a table that missed batches)."""
+    completed as in `apply_client`."""
     with apply_lock(settings.home, client):
         return _apply(settings, client, model, database, source_schema, threads, None,
-                      None if files is None else list(files), rows, history=history)
+                      None if files is None else list(files), rows)
 
 
 def apply_corrections(settings: Settings, client: str, corrections: pa.Table, model: StandardModel | None = None,
@@ -158,7 +151,7 @@ def apply_to_bronze(settings: Settings, client: str, model: StandardModel, datab
 def _apply(settings: Settings, client: str, model: StandardModel | None, database: str | None,
            source_schema: SourceSchema | None, threads: int | None, corrections: pa.Table | None,
            files: list[LandingFile] | None = None, rows: Mapping[str, pa.Table] | None = None,
-           local_silver: bool = True, history: bool = True) -> ApplyResult:
+           local_silver: bool = True) -> ApplyResult:
     started, cpu0 = time.perf_counter(), time.process_time()
     model = model or load_model(settings.model_path)
     database = database or client
@@ -210,13 +203,11 @@ def _apply(settings: Settings, client: str, model: StandardModel | None, databas
                                 thread_name_prefix=f"apply-{client}") as pool:
             manifest = pool.submit(state.record_files, manifest_rows, now) if manifest_rows else None
             silver = {t.name: pool.submit(_silver_task, settings, client, t, state, target, bool(pending),
-                                          batch_rows.get(t.name), source, con, now, result.tables[t.name], bronze,
-                                          history)
+                                          batch_rows.get(t.name), source, con, now, result.tables[t.name], bronze)
                       for t in model.tables if local_silver and (
                           t.name in batch_rows or state.last_batch_of.get(t.name, 0) > state.applied.get(t.name, 0))}
-            for name, fut in silver.items():
-                if fut.result() == "history behind":  # an outage or a bug: propagates (the others still finish)
-                    result.history_behind.append(name)
+            for fut in silver.values():
+                fut.result()  # an outage or a bug: propagates (the pool still finishes the other tables)
             if manifest is not None:
                 manifest.result()
         result.timings["silver"] = time.perf_counter() - t2
@@ -294,21 +285,23 @@ def _read_batch(settings: Settings, pending: list[LandingFile], con: duckdb.Duck
     return per_table
 
 
-def _progress(dt: DeltaTable, app: str, state: ClientState, table: str) -> int:
-    """The last batch a silver or history table applied: its application transaction `app`, or a lake's older
-    `silver_progress` row, whichever is later."""
-    return max(dt.transaction_version(app) or 0, state.applied.get(table, 0))
+def _progress(silver_dt: DeltaTable, history_dt: DeltaTable | None, state: ClientState, table: str) -> int:
+    """The last batch the table applied: silver's application transaction (and its history's, for SCD2), or a
+    lake's older `silver_progress` row, whichever is later."""
+    floor = state.applied.get(table, 0)
+    last = max(silver_dt.transaction_version(SILVER_APP) or 0, floor)
+    if history_dt is not None:
+        last = min(last, max(history_dt.transaction_version(HISTORY_APP) or 0, floor))
+    return last
 
 
 def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, target: int, new_batch: bool,
                  batch_events: pa.Table | None, source: SourceSchema, con: duckdb.DuckDBPyConnection, now: datetime,
-                 tr: TableApply, bronze: BronzeView | None = None, history: bool = True) -> bool | str:
-    """Bring one table's silver (and with `history`, its SCD2 history) up to batch `target`; False (error
-    recorded) when the table must wait, "history behind" when its history was left for a later batch.
+                 tr: TableApply, bronze: BronzeView | None = None) -> bool:
+    """Bring one table's silver up to batch `target`; False (error recorded) when the table must wait.
 
     The new batch (if any) comes from memory; older batches the table missed (a failed or interrupted earlier
-    run, or history deferred) come from bronze, where they are committed. Silver given changes it already has
-    ignores them (ordering), so one event set serves both layers.
+    run) come from bronze, where they are committed.
     """
     # Kept open between batches (`table_cache`): given back only after a use that succeeded.
     urls = {"silver": table_url(settings, "silver", client, t.name)}
@@ -317,16 +310,7 @@ def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, 
     opened = {layer: borrow(settings, url) for layer, url in urls.items()}
     silver_dt, history_dt = opened["silver"], opened.get("history")
     assert silver_dt is not None
-    last = _progress(silver_dt, SILVER_APP, state, t.name)
-    history_last = _progress(history_dt, HISTORY_APP, state, t.name) if history_dt is not None else None
-    # History in step with silver: one event set and one decode serve both, as they always did. History left
-    # behind by `history=False` batches catches up on its own events (`_catch_up_history`), so silver's MERGE
-    # does not see the deferred batches again.
-    together = history and history_last is not None and history_last >= last
-    catch_up = history and history_last is not None and history_last < last
-    if together:
-        assert history_last is not None
-        last = min(last, history_last)
+    last = _progress(silver_dt, history_dt, state, t.name)
     committed = target - 1 if new_batch else target
     events = batch_events
     if last < committed and state.last_batch_of.get(t.name, 0) > last:
@@ -338,18 +322,9 @@ def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, 
     try:
         if events is not None and events.num_rows:
             _apply_table(settings, client, t, events, source, state, cur, now, tr, batch=target,
-                         silver_dt=silver_dt, bronze=bronze, history_dt=history_dt, history=together)
-        if catch_up:
-            assert history_last is not None
-            stale = bool(tr.added_columns or tr.truncated_rows)  # the open versions are no longer the latest
-            _catch_up_history(settings, client, t, history_last, committed, batch_events, cur, now, tr, target,
-                              bronze, None if stale else silver_dt, None if stale else history_dt)
+                         silver_dt=silver_dt, bronze=bronze, history_dt=history_dt)
         for layer, url in urls.items():
             give_back(settings, url, opened[layer])
-        if history_last is not None and not history and (
-                (batch_events is not None and batch_events.num_rows)
-                or state.last_batch_of.get(t.name, 0) > history_last):
-            return "history behind"
         return True
     except TABLE_ERRORS as e:
         tr.error = str(e)
@@ -357,42 +332,6 @@ def _silver_task(settings: Settings, client: str, t: Table, state: ClientState, 
         return False
     finally:
         cur.close()
-
-
-def _catch_up_history(settings: Settings, client: str, t: Table, history_last: int, committed: int,
-                      batch_events: pa.Table | None, con: duckdb.DuckDBPyConnection, now: datetime, tr: TableApply,
-                      target: int, bronze: BronzeView | None, silver_dt: DeltaTable | None,
-                      history_dt: DeltaTable | None) -> None:
-    """Bring a deferred SCD2 history from `history_last` to `target`: the table's bronze events of the batches
-    in between plus this batch's, decoded again. Silver has already applied them (and quarantined what did not
-    decode, holding later changes of those keys): every change the quarantine holds is left out here, as silver
-    left it out; its retry or discard brings it to both layers (`quarantine_resolve`)."""
-    events = batch_events
-    if committed > history_last:
-        older = read_bronze_since(settings, client, t.name, history_last, up_to_batch=committed,
-                                  dataset=bronze.dataset() if bronze is not None else None)
-        if older.num_rows:
-            events = older if events is None else pa.concat_tables([older, events.cast(older.schema)])
-    if events is None or events.num_rows == 0:
-        return
-    held = quarantine.read_quarantine(settings, client, t.name)
-    if held.num_rows:
-        coords = ["kafka_topic", "kafka_partition", "kafka_offset"]
-        keep = pl.from_arrow(events.select(coords)).with_row_index("_i").join(
-            pl.from_arrow(held.select(coords)), on=coords, how="anti")["_i"]
-        events = events.take(pa.array(keep.to_numpy()))
-    silver_dt = silver_dt or open_table(settings, table_url(settings, "silver", client, t.name))
-    assert silver_dt is not None
-    data_fields = [f for f in pa.schema(silver_dt.schema().to_arrow()) if not f.name.startswith(DW_PREFIX)]
-    specs = {c.name: c.type for c in t.columns}
-    decoded = changes.decode_events(con, events, data_fields, specs, encoding_of(settings))
-    if decoded.failed.num_rows:  # silver quarantined these when it applied them: never reached here
-        log.error("apply %s.%s: %d change(s) for history did not decode and are not in the quarantine; left out",
-                  client, t.name, decoded.failed.num_rows)
-    truncates = events.filter(pc.equal(events["op"], "t")).select([*ORDER_COLUMNS, "source_ts_ms"]).rename_columns(
-        [*ORDER_COLUMNS, SOURCE_TS])
-    tr.history = apply_history(settings, client, t.name, list(t.primary_key), [f.name for f in data_fields],
-                               decoded.typed, truncates, con, batch=target, dt=history_dt)
 
 
 @dataclass
@@ -441,10 +380,9 @@ def encoding_of(settings: Settings) -> Encoding:
 def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, source: SourceSchema,
                  state: ClientState, con: duckdb.DuckDBPyConnection, now: datetime, tr: TableApply,
                  batch: int | None = None, silver_dt: DeltaTable | None = None,
-                 bronze: BronzeView | None = None, history_dt: DeltaTable | None = None, history: bool = True) -> None:
-    """Step 4 for one table: evolve the schema if needed, truncate, MERGE into silver, update history (unless
-    `history` is False: deferred); `batch` (None: a quarantine retry, outside the batch sequence) is recorded as
-    the table's progress."""
+                 bronze: BronzeView | None = None, history_dt: DeltaTable | None = None) -> None:
+    """Step 4 for one table: evolve the schema if needed, truncate, MERGE into silver, update history; `batch`
+    (None: a quarantine retry, outside the batch sequence) is recorded as the table's progress."""
     silver_dt = silver_dt or open_table(settings, table_url(settings, "silver", client, t.name))
     assert silver_dt is not None
     prepared = prepare_changes(settings, client, t, events, source, con, now, tr,
@@ -472,7 +410,7 @@ def _apply_table(settings: Settings, client: str, t: Table, events: pa.Table, so
                                 events)
     tr.silver = merge_silver(settings, client, t.name, keys, typed, columns, con, now, truncated_at=effective,
                              tombs=tombs, batch=batch, dt=silver_dt if current else None)
-    if t.options.scd2 and history:
+    if t.options.scd2:
         truncates = events.filter(pc.equal(events["op"], "t")).select([*ORDER_COLUMNS, "source_ts_ms"]).rename_columns(
             [*ORDER_COLUMNS, SOURCE_TS])
         tr.history = apply_history(settings, client, t.name, keys, columns, typed, truncates, con, batch=batch,

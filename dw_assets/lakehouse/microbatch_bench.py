@@ -23,7 +23,7 @@ from dw_assets.contracts import data_topic
 from dw_assets.model import StandardModel, parse_model
 from dw_assets.settings import Settings
 
-from .apply import apply_client, apply_files
+from .apply import apply_client
 from .bench import BENCH_MODEL, _events, _write, bench_client
 from .evolution import StaticSourceSchema
 from .paths import filesystem
@@ -76,10 +76,8 @@ def _batch(settings: Settings, model: StandardModel, client: str, run: int, rows
     return n
 
 
-def run_size(settings: Settings, rows: int, changes: int, batches: int, seed: int = 11,
-             history: bool = True) -> dict[str, Any]:
-    """Load `rows` per table, then apply `batches` micro-batches of `changes` each; seconds and commits.
-    `history=False`: as the ingest service applies most batches (SCD2 history on its own, slower cadence)."""
+def run_size(settings: Settings, rows: int, changes: int, batches: int, seed: int = 11) -> dict[str, Any]:
+    """Load `rows` per table, then apply `batches` micro-batches of `changes` each; seconds and commits."""
     model = micro_model()
     base_model, client, settings, tmp = bench_client(settings, "micro")
     del base_model
@@ -98,7 +96,7 @@ def run_size(settings: Settings, rows: int, changes: int, batches: int, seed: in
             events = _batch(settings, model, client, run, rows, changes, offsets, seed)
             before = delta_versions(settings, client)
             t0, c0 = time.perf_counter(), time.process_time()
-            r = apply_files(settings, client, None, model, source_schema=source, history=history)
+            r = apply_client(settings, client, model, source_schema=source)
             seconds.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)  # CPU of every thread: less sensitive to a busy machine
             assert r.ok, r.failed
@@ -142,9 +140,7 @@ def run_microbatch_bench(settings: Settings, changes: int = 200, batches: int = 
     """The micro-batch figure: `changes` over 8 tables of `rows` each, and the same into `large_rows` tables."""
     ref = reference()
     small = run_size(settings, rows, changes, batches)
-    service = run_size(settings, rows, changes, batches, history=False)
     large = run_size(settings, large_rows, changes, batches) if large_rows else None
-    return {"changes": small["events"], "tables": TABLES, "small": small, "service": service, "large": large,
-            "reference": ref,
+    return {"changes": small["events"], "tables": TABLES, "small": small, "large": large, "reference": ref,
             "reference_8_merges_1_append_s": round(8 * ref["merge_s"] + ref["append_s"], 4)}
 
