@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
 
 import pyarrow.fs as pafs
+from deltalake import DeltaTable
 
 from dw_assets.model import StandardModel, load_model
 from dw_assets.settings import Settings
@@ -47,44 +49,9 @@ def maintain_table(settings: Settings, url: str, z_order: list[str] | None = Non
                    retention_hours: int = DEFAULT_RETENTION_HOURS, min_files: int = 2,
                    vacuum: bool = True) -> TableMaintenance | None:
     """Compact (or Z-order) one table when it has at least `min_files` live files, then vacuum it (unless
-    `vacuum` is False); None if it does not exist."""
-    if not vacuum and not z_order:
-        return _compact_kept(settings, url, min_files)
-    dt = open_table(settings, url)
-    if dt is None:
-        return None
-    out = TableMaintenance(url, files_before=len(dt.file_uris()))
-    out.files_after, out.version = out.files_before, dt.version()
+    `vacuum` is False); None if it does not exist.
 
-    def compact() -> None:
-        t = open_table(settings, url)
-        assert t is not None
-        if z_order:
-            t.optimize.z_order(z_order)
-        else:
-            t.optimize.compact()
-
-    if out.files_before >= max(2, min_files):
-        with_commit_retry(compact, f"optimize {url}")
-    elif not vacuum:
-        return out  # nothing to do: no commit, no listing
-
-    def vacuum_files() -> int:
-        t = open_table(settings, url)
-        assert t is not None
-        # Short retentions (tests, dev) need enforce_retention_duration=False; the default honours a week.
-        return len(t.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False))
-
-    if vacuum:
-        out.files_vacuumed = with_commit_retry(vacuum_files, f"vacuum {url}")
-    final = open_table(settings, url)
-    assert final is not None
-    out.files_after, out.version = len(final.file_uris()), final.version()
-    return out
-
-
-def _compact_kept(settings: Settings, url: str, min_files: int) -> TableMaintenance | None:
-    """The light pass over one table, on the process's kept copy (`table_cache`): the ingest service runs it
+    Works on the process's kept copy of the table (`table_cache`): the ingest service runs the light pass
     between a client's batches, and opening ~20 tables afresh each time (a log replay each) cost more than the
     compactions themselves (~11 % of an apply worker's CPU under load)."""
     dt = borrow(settings, url)
@@ -92,19 +59,34 @@ def _compact_kept(settings: Settings, url: str, min_files: int) -> TableMaintena
         return None
     out = TableMaintenance(url, files_before=len(dt.file_uris()))
     out.files_after, out.version = out.files_before, dt.version()
-    if out.files_before >= max(2, min_files):
-        first = [dt]
+    current = [dt]  # the table as the last step left it; a retried step starts from the latest version
 
-        def compact() -> None:
-            t = first.pop() if first else open_table(settings, url)  # a retry starts from the latest version
+    def step(run: Callable[[DeltaTable], Any]) -> Callable[[], Any]:
+        def attempt() -> Any:
+            t = current.pop() if current else open_table(settings, url)
             assert t is not None
-            t.optimize.compact()
-            first.append(t)
+            result = run(t)
+            current.append(t)
+            return result
+        return attempt
 
-        with_commit_retry(compact, f"optimize {url}")
-        dt = first[0]
-        out.files_after, out.version = len(dt.file_uris()), dt.version()
-    give_back(settings, url, dt)
+    def compact(t: DeltaTable) -> None:
+        if z_order:
+            t.optimize.z_order(z_order)
+        else:
+            t.optimize.compact()
+
+    if out.files_before >= max(2, min_files):
+        with_commit_retry(step(compact), f"optimize {url}")
+    if vacuum:
+        # Short retentions (tests, dev) need enforce_retention_duration=False; the default honours a week.
+        out.files_vacuumed = with_commit_retry(step(lambda t: len(t.vacuum(
+            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False))), f"vacuum {url}")
+    final = current[0]
+    if vacuum:
+        final.update_incremental()  # vacuum's own commits
+    out.files_after, out.version = len(final.file_uris()), final.version()
+    give_back(settings, url, final)
     return out
 
 
